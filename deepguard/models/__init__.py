@@ -1,0 +1,1 @@
+"""Keras model definitions (edge + seed profiles), ImageNet weight import, and the shipped default model."""

@@ -1,0 +1,1 @@
+"""Runtime: decode -> detect -> crop -> classify -> aggregate, one module per stage (see ``pipeline.Detector``)."""

@@ -1,0 +1,84 @@
+"""Crop stage: square, margin-padded face crops resized to the classifier's input size.
+
+The classifier was trained on MTCNN-style crops (the origin project): a square around the face with 30 %
+of the face size added on every side, so hair line, ears and chin edge - where blending artefacts of
+face swaps live - are inside the crop. Inference must reproduce that geometry exactly.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Fraction of the face size added on *each* side (side = max(w, h) * (1 + 2 * margin)).
+DEFAULT_MARGIN = 0.3
+
+
+def square_boxes(boxes: np.ndarray, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Square boxes of side ``max(w, h) * (1 + 2 * margin)`` centred on each box's centre.
+
+    ``boxes`` is (N, 4) x1, y1, x2, y2 in frame pixels; returns (N, 4) in the same convention (float32 for
+    float32/integer input, float64 stays float64). Negative widths/heights count as 0. No clipping here:
+    the result may extend past the frame, :func:`crop_faces` clips.
+    """
+    b = np.asarray(boxes)
+    out_dtype = np.float64 if b.dtype == np.float64 else np.float32
+    b = b.astype(np.float64, copy=False).reshape(-1, 4)
+    cx = (b[:, 0] + b[:, 2]) * 0.5
+    cy = (b[:, 1] + b[:, 3]) * 0.5
+    side = np.maximum(np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]), 0.0) * (1.0 + 2.0 * margin)
+    half = side * 0.5
+    return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1).astype(out_dtype)
+
+
+def crop_boxes_px(boxes: np.ndarray, width: int, height: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Integer pixel rectangles (N, 4) int64 ``x1, y1, x2, y2`` (half-open) that :func:`crop_faces` cuts.
+
+    Rounding: the square's top-left corner and its side are each rounded to the nearest integer
+    (``np.rint``, ties to even) and ``x2 = x1 + side`` - so an unclipped crop stays exactly square. The
+    rectangle is then clipped to ``[0, width] x [0, height]``; a rectangle that is empty after clipping
+    (box outside the frame, zero-size or NaN box) is widened to a 1-pixel minimum at the nearest border
+    so degenerate detections never crash the pipeline.
+    """
+    sq = np.nan_to_num(square_boxes(boxes, margin).astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    x1 = np.rint(sq[:, 0])
+    y1 = np.rint(sq[:, 1])
+    side = np.maximum(np.rint(sq[:, 2] - sq[:, 0]), 1.0)
+    x2, y2 = x1 + side, y1 + side
+    # Clip to the frame, then enforce at least one pixel inside it on each axis.
+    x1 = np.clip(x1, 0, width - 1)
+    y1 = np.clip(y1, 0, height - 1)
+    x2 = np.clip(np.maximum(x2, x1 + 1), 1, width)
+    y2 = np.clip(np.maximum(y2, y1 + 1), 1, height)
+    return np.stack([x1, y1, x2, y2], axis=1).astype(np.int64)
+
+
+def crop_faces(frame: np.ndarray, boxes: np.ndarray, size: int, margin: float = DEFAULT_MARGIN) -> np.ndarray:
+    """Cut the margin-padded square around every box and resize it to ``size x size``.
+
+    Returns (N, size, size, 3) uint8 (``(0, size, size, 3)`` for no boxes). Pixel geometry is documented
+    in :func:`crop_boxes_px`. Squares reaching past the frame are clipped (not padded), so border faces
+    get a slightly stretched crop - as the origin project's MTCNN crops did, which the model was trained
+    on. Resizing uses ``cv2.INTER_AREA`` when the crop is at least ``size`` on both axes (anti-aliased
+    shrinking) and ``cv2.INTER_LINEAR`` otherwise (enlarging).
+    """
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be (H, W, 3), got shape {frame.shape}")
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    img = frame if frame.dtype == np.uint8 else np.clip(frame, 0, 255).astype(np.uint8)
+    h, w = img.shape[:2]
+    rects = crop_boxes_px(np.asarray(boxes).reshape(-1, 4), w, h, margin)
+    out = np.empty((len(rects), size, size, 3), np.uint8)
+    for i, (x1, y1, x2, y2) in enumerate(rects):
+        patch = img[y1:y2, x1:x2]
+        ph, pw = patch.shape[:2]
+        if ph == size and pw == size:
+            out[i] = patch
+            continue
+        interp = cv2.INTER_AREA if (pw >= size and ph >= size) else cv2.INTER_LINEAR
+        out[i] = cv2.resize(patch, (size, size), interpolation=interp)
+    return out
+
+
+__all__ = ["DEFAULT_MARGIN", "crop_boxes_px", "crop_faces", "square_boxes"]
