@@ -1,0 +1,243 @@
+"""N member ONNX graphs + weights -> ONE ONNX graph that takes raw uint8 face crops.
+
+Why one graph: the runtime then does a single ``session.run`` per batch (one thread pool, one memory arena, one
+file to ship and hash), and all preprocessing that must match training (cast, resize to each member's own size)
+lives inside the model where it cannot drift from the Python code.
+
+Graph::
+
+    image uint8 [N,H,W,3] -> Cast(float) -> Resize(linear, half_pixel, to S_i)  (one per distinct S_i)
+        -> member_i (names prefixed "m{i}_{name}/") -> logit [N,1] -> Sigmoid
+    member_probs = Concat(p_i) [N,M];  prob = member_probs @ (w / sum w)  [N]
+
+Half-pixel linear resize is what ``tf.image.resize(..., "bilinear", antialias=False)`` does, and at the same size it
+is an exact identity. All fusion nodes are named ``deepguard_fuse/...`` so FP16/INT8 conversion can keep them in
+full precision (the weighted average must not be quantised).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from deepguard.convert.metadata import set_metadata
+from deepguard.errors import ModelError
+
+FUSE_PREFIX = "deepguard_fuse/"
+INPUT_NAME = "image"
+PROB_NAME = "prob"
+MEMBER_PROBS_NAME = "member_probs"
+
+Member = tuple[str | os.PathLike[str] | onnx.ModelProto, float, str]
+
+
+def safe_name(name: str) -> str:
+    """Member name usable inside tensor names and file names."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_")
+    return cleaned or "member"
+
+
+def load_onnx(path_or_proto: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    """Load an ONNX file, turning every failure into a :class:`ModelError` that names the file."""
+    if isinstance(path_or_proto, onnx.ModelProto):
+        return path_or_proto
+    p = Path(path_or_proto)
+    if not p.is_file():
+        raise ModelError(f"{p}: ONNX model file not found")
+    try:
+        model = onnx.load(str(p))
+    except Exception as exc:
+        raise ModelError(f"{p}: not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+    if not model.graph.node:
+        raise ModelError(f"{p}: ONNX model has an empty graph")
+    return model
+
+
+def member_input_size(model: onnx.ModelProto, where: str = "member") -> int:
+    """The fixed square size S of a member's float NHWC input [N, S, S, 3]."""
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise ModelError(
+            f"{where}: a member needs exactly 1 input and 1 output, found {len(inputs)} and {len(model.graph.output)}"
+        )
+    ttype = inputs[0].type.tensor_type
+    if ttype.elem_type != TensorProto.FLOAT:
+        raise ModelError(
+            f"{where}: member input must be float32, found {TensorProto.DataType.Name(ttype.elem_type)}"
+        )
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+    if len(dims) != 4 or dims[3] != 3:
+        raise ModelError(f"{where}: member input must be NHWC [N, S, S, 3], found {dims}")
+    if dims[1] is None or dims[1] != dims[2]:
+        raise ModelError(f"{where}: member input needs a fixed square size, found {dims}")
+    return int(dims[1])
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def fuse_members(
+    members: Sequence[Member],
+    out_path: str | os.PathLike[str] | None,
+    input_size: int,
+    *,
+    opset: int = 17,
+    name: str = "deepguard_ensemble",
+) -> Path | onnx.ModelProto:
+    """Fuse members ``[(onnx_path_or_proto, weight, name), ...]`` into one graph; returns ``out_path``.
+
+    ``input_size`` is the nominal crop size the runtime should feed (stored as metadata); the graph itself
+    accepts any H, W. With ``out_path=None`` the checked ModelProto is returned instead of written.
+    """
+    if not members:
+        raise ModelError("fuse_members: no members given")
+    weights = np.array([float(w) for _, w, _ in members], dtype=np.float64)
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+        raise ModelError(f"fuse_members: weights must be >= 0 with a positive sum, got {weights.tolist()}")
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    value_info: list[onnx.ValueInfoProto] = []
+    functions: list[onnx.FunctionProto] = []
+    opsets: dict[str, int] = {"": opset}
+    ir_version = 8  # opset 17 needs IR >= 8
+    f = FUSE_PREFIX
+
+    def const(tensor_name: str, array: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(array, tensor_name))
+        return tensor_name
+
+    nodes.append(
+        helper.make_node("Cast", [INPUT_NAME], [f + "image_f32"], to=TensorProto.FLOAT, name=f + "cast")
+    )
+    nodes.append(helper.make_node("Shape", [INPUT_NAME], [f + "batch"], start=0, end=1, name=f + "batch"))
+    shape_n1 = const(f + "shape_n1", np.array([-1, 1], np.int64))  # member logit [N,1] or [N] -> [N,1]
+    resized: dict[int, str] = {}
+    prob_names: list[str] = []
+    used: set[str] = set()
+    meta_members = []
+
+    for i, (src, weight, member_name) in enumerate(members):
+        where = str(src) if not isinstance(src, onnx.ModelProto) else f"member {member_name!r}"
+        model = load_onnx(src)
+        size = member_input_size(model, where)
+        if _opset(model) != opset:
+            try:
+                model = onnx.version_converter.convert_version(model, opset)
+            except Exception as exc:
+                raise ModelError(
+                    f"{where}: cannot convert member from opset {_opset(model)} to {opset} ({exc})"
+                ) from exc
+        prefix = f"m{i}_{safe_name(member_name)}/"
+        while prefix in used:
+            prefix = "_" + prefix
+        used.add(prefix)
+        model = onnx.compose.add_prefix(model, prefix)
+        inits_set = {t.name for t in model.graph.initializer}
+        m_in = next(x.name for x in model.graph.input if x.name not in inits_set)
+        m_out = model.graph.output[0].name
+
+        if size not in resized:
+            sizes = const(f + f"size_{size}", np.array([size, size, 3], np.int64))
+            nodes.append(
+                helper.make_node(
+                    "Concat", [f + "batch", sizes], [f + f"shape_{size}"], axis=0, name=f + f"shape_{size}"
+                )
+            )
+            nodes.append(
+                helper.make_node(
+                    "Resize",
+                    [f + "image_f32", "", "", f + f"shape_{size}"],
+                    [f + f"image_{size}"],
+                    mode="linear",
+                    coordinate_transformation_mode="half_pixel",
+                    name=f + f"resize_{size}",
+                )
+            )
+            resized[size] = f + f"image_{size}"
+        for node in model.graph.node:
+            for k, x in enumerate(node.input):
+                if x == m_in:
+                    node.input[k] = resized[size]
+            _rename_in_subgraphs(node, m_in, resized[size])
+        nodes.extend(model.graph.node)
+        inits.extend(model.graph.initializer)
+        value_info.extend(model.graph.value_info)
+        functions.extend(model.functions)
+        for o in model.opset_import:
+            if o.domain not in ("", "ai.onnx"):
+                opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
+        ir_version = max(ir_version, model.ir_version)
+
+        flat = f + f"logit_{i}"
+        nodes.append(helper.make_node("Reshape", [m_out, shape_n1], [flat], name=f + f"flat_{i}"))
+        nodes.append(helper.make_node("Sigmoid", [flat], [f + f"prob_{i}"], name=f + f"sigmoid_{i}"))
+        prob_names.append(f + f"prob_{i}")
+        meta_members.append({"name": str(member_name), "weight": float(weight), "input_size": size})
+
+    nodes.append(helper.make_node("Concat", prob_names, [MEMBER_PROBS_NAME], axis=1, name=f + "member_probs"))
+    w = const(f + "weights", (weights / weights.sum()).astype(np.float32))
+    nodes.append(helper.make_node("MatMul", [MEMBER_PROBS_NAME, w], [PROB_NAME], name=f + "weighted_mean"))
+
+    m = len(members)
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", "H", "W", 3])],
+        [
+            helper.make_tensor_value_info(PROB_NAME, TensorProto.FLOAT, ["N"]),
+            helper.make_tensor_value_info(MEMBER_PROBS_NAME, TensorProto.FLOAT, ["N", m]),
+        ],
+        initializer=inits,
+        value_info=value_info,
+    )
+    fused = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
+        producer_name="deepguard.convert",
+        functions=functions,
+    )
+    fused.ir_version = ir_version
+    set_metadata(
+        fused,
+        {
+            "members": meta_members,
+            "input_size": int(input_size),
+            "input_layout": "NHWC",
+            "color_order": "RGB",
+            "input_dtype": "uint8",
+            "precision": "fp32",
+        },
+    )
+    try:
+        onnx.checker.check_model(fused, full_check=True)
+    except Exception as exc:
+        raise ModelError(
+            f"fuse_members: fused graph failed onnx.checker ({type(exc).__name__}: {exc})"
+        ) from exc
+    if out_path is None:
+        return fused
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(fused, str(out))
+    return out
+
+
+def _rename_in_subgraphs(node: onnx.NodeProto, old: str, new: str) -> None:
+    """Rename an outer-scope tensor used inside If/Loop/Scan bodies (rare in CNNs, but cheap to get right)."""
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            for sub in g.node:
+                for k, x in enumerate(sub.input):
+                    if x == old:
+                        sub.input[k] = new
+                _rename_in_subgraphs(sub, old, new)
