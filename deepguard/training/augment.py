@@ -53,8 +53,13 @@ def geometric(img: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
     b0, b1 = sin * flip, cos
     t = tf.stack([a0, a1, c - a0 * c - a1 * c + tx, b0, b1, c - b0 * c - b1 * c + ty, 0.0, 0.0])
     out = tf.raw_ops.ImageProjectiveTransformV3(
-        images=img[None], transforms=t[None], output_shape=tf.shape(img)[:2], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="REFLECT")
+        images=img[None],
+        transforms=t[None],
+        output_shape=tf.shape(img)[:2],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="REFLECT",
+    )
     return out[0]
 
 
@@ -101,9 +106,11 @@ def augment(img_u8: tf.Tensor, cfg: AugmentConfig = AugmentConfig()) -> tf.Tenso
     x = tf.cond(_coin(cfg.p_downscale), lambda: downscale(x, cfg), lambda: x)
     x = tf.cond(_coin(cfg.p_blur), lambda: gaussian_blur(x, _uniform(*cfg.blur_sigma)), lambda: x)
     x = tf.cond(_coin(cfg.p_color), lambda: color(x), lambda: x)
-    x = tf.cond(_coin(cfg.p_noise),
-                lambda: tf.clip_by_value(x + tf.random.normal(tf.shape(x)) * _uniform(*cfg.noise_std), 0, 255),
-                lambda: x)
+    x = tf.cond(
+        _coin(cfg.p_noise),
+        lambda: tf.clip_by_value(x + tf.random.normal(tf.shape(x)) * _uniform(*cfg.noise_std), 0, 255),
+        lambda: x,
+    )
     x = tf.cond(_coin(cfg.p_jpeg), lambda: jpeg(x, cfg), lambda: x)
     x.set_shape(img_u8.shape)
     return x

@@ -64,8 +64,9 @@ def _load(path: Path, size: int) -> np.ndarray:
     return cv2.cvtColor(cv2.resize(img, (size, size), interpolation=interp), cv2.COLOR_BGR2RGB)
 
 
-def load_crops(source: str | Path, split: str | None, size: int, cache_dir: str | Path | None = None,
-               workers: int = 4) -> CropSet:
+def load_crops(
+    source: str | Path, split: str | None, size: int, cache_dir: str | Path | None = None, workers: int = 4
+) -> CropSet:
     """Decode (or reuse the cached) crops of one split at ``size`` x ``size``."""
     paths, labels, groups = list_samples(source, split)
     if not paths:

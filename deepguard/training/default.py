@@ -11,6 +11,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from deepguard.models.members import EDGE_HEAD
 from deepguard.training.data import load_crops
 from deepguard.training.train import TrainConfig, train_member
@@ -18,9 +20,18 @@ from deepguard.training.train import TrainConfig, train_member
 EDGE_MEMBERS = ("mobilenet_v2", "efficientnet_lite0")
 
 
-def train_edge_members(data: str | Path, out_dir: str | Path, *, budget_min: float = 80.0, input_size: int = 160,
-                       batch_size: int = 32, steps_per_epoch: int = 300, cache_dir: str | Path | None = None,
-                       seed: int = 0, members: tuple[str, ...] = EDGE_MEMBERS) -> dict:
+def train_edge_members(
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    budget_min: float = 80.0,
+    input_size: int = 160,
+    batch_size: int = 32,
+    steps_per_epoch: int = 300,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    members: tuple[str, ...] = EDGE_MEMBERS,
+) -> dict:
     """Train the edge members within ``budget_min`` minutes of wall clock; returns their summaries."""
     from deepguard.models.import_weights import import_backbone
 
@@ -34,12 +45,172 @@ def train_edge_members(data: str | Path, out_dir: str | Path, *, budget_min: flo
     per_member = (budget_min * 60 - prep) / len(members)
     summaries = {}
     for i, arch in enumerate(members):
-        cfg = TrainConfig(arch=arch, input_size=input_size, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
-                          time_budget_s=per_member * 0.97, imagenet_weights=str(weights[arch]), seed=seed + i,
-                          head=EDGE_HEAD)
+        cfg = TrainConfig(
+            arch=arch,
+            input_size=input_size,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+            time_budget_s=per_member * 0.97,
+            imagenet_weights=str(weights[arch]),
+            seed=seed + i,
+            head=EDGE_HEAD,
+        )
         summaries[arch] = train_member(train, val, out_dir, cfg)
-        print(f"[train] {arch}: val AUC {summaries[arch]['val_auc']:.4f} in {summaries[arch]['train_seconds']:.0f}s",
-              flush=True)
-    result = {"members": summaries, "prep_seconds": round(prep, 1), "total_seconds": round(time.time() - t0, 1)}
+        print(
+            f"[train] {arch}: val AUC {summaries[arch]['val_auc']:.4f} in {summaries[arch]['train_seconds']:.0f}s",
+            flush=True,
+        )
+    result = {
+        "members": summaries,
+        "prep_seconds": round(prep, 1),
+        "total_seconds": round(time.time() - t0, 1),
+    }
     (out_dir / "members.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+MODEL_NAME = "deepguard-edge"
+MODEL_VERSION = "0.1.0"
+TRAINING_DATA = (
+    "DFDC face crops (Deepfake Detection Challenge training videos; research/non-commercial licence, "
+    "not redistributed): train 13,098 real / 19,647 fake, selected on val 1,617 / 1,617"
+)
+
+
+def choose_weights(logits: dict[str, np.ndarray], labels: np.ndarray) -> tuple[list[float], float]:
+    """Ensemble weights and decision threshold from validation.
+
+    Weights: grid over the simplex in steps of 0.1, best validation AUC of the weighted *probability* average (the
+    quantity the fused graph computes); ties favour equal weights. Threshold: maximises balanced accuracy (Youden's
+    J) on validation, which is class-prior free, so it does not bake in DFDC's 1:1 val ratio.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    names = list(logits)
+    probs = np.stack([1 / (1 + np.exp(-logits[n])) for n in names], 1)
+    grid = [w / 10 for w in range(1, 10)] if len(names) == 2 else [None]
+    best = (-1.0, 0.0, [1.0 / len(names)] * len(names))
+    for w in grid:
+        ws = [w, 1 - w] if w is not None else best[2]
+        auc = roc_auc_score(labels, probs @ np.asarray(ws))
+        key = (round(auc, 4), -abs(ws[0] - 0.5))
+        if key > (round(best[0], 4), best[1]):
+            best = (auc, -abs(ws[0] - 0.5), ws)
+    fused = probs @ np.asarray(best[2])
+    fpr, tpr, thr = roc_curve(labels, fused)
+    i = int(np.argmax(tpr - fpr))
+    return [round(float(w), 3) for w in best[2]], float(np.clip(thr[i], 1e-3, 1 - 1e-3))
+
+
+def _onnx_scores(path, crops, batch: int = 64):
+
+    from deepguard.runtime.classify import FaceClassifier
+
+    clf = FaceClassifier(path, providers="cpu", batch_size=batch)
+    return np.concatenate([clf.score(np.asarray(crops[i : i + 512]))[0] for i in range(0, len(crops), 512)])
+
+
+def build_default_model(
+    run_dir: str | Path,
+    data: str | Path,
+    *,
+    input_size: int = 160,
+    cache_dir=None,
+    install: bool = False,
+    train_seconds: float | None = None,
+) -> dict:
+    """Fuse the trained members into the shipped model (FP32/FP16/INT8), measure it on val, write the model card."""
+    import shutil
+
+    from sklearn.metrics import roc_auc_score
+
+    from deepguard.convert import build_ensemble
+    from deepguard.evaluation.metrics import binary_metrics
+
+    run_dir = Path(run_dir)
+    cache_dir = Path(cache_dir) if cache_dir else run_dir / "cache"
+    val = load_crops(data, "val", input_size, cache_dir)
+    train = load_crops(data, "train", input_size, cache_dir)
+    summaries = json.loads((run_dir / "members.json").read_text())["members"]
+    logits = {a: np.load(run_dir / f"{a}.val_logits.npy") for a in summaries}
+    weights, threshold = choose_weights(logits, val.labels)
+    rng = np.random.default_rng(0)
+    calib = np.asarray(train.images[np.sort(rng.choice(len(train.labels), 512, replace=False))])
+    res = build_ensemble(
+        [(summaries[a]["keras"], w, a) for a, w in zip(summaries, weights, strict=True)],
+        run_dir / "onnx",
+        calibration_crops=calib,
+        val_crops=np.asarray(val.images),
+        val_labels=val.labels,
+        metadata={
+            "name": MODEL_NAME,
+            "version": MODEL_VERSION,
+            "threshold": round(threshold, 4),
+            "training_data": TRAINING_DATA,
+            "license": "model: research use only (trained on DFDC)",
+        },
+        input_size=input_size,
+    )
+    metrics = {}
+    for prec in ("fp32", "int8"):
+        s = _onnx_scores(res[prec], val.images)
+        metrics[prec] = binary_metrics(val.labels, s, threshold)
+    metrics["int8_vs_fp32"] = {
+        "delta_auc": metrics["int8"]["roc_auc"] - metrics["fp32"]["roc_auc"],
+        "decision_agreement": float(
+            np.mean(
+                (_onnx_scores(res["int8"], val.images) >= threshold)
+                == (_onnx_scores(res["fp32"], val.images) >= threshold)
+            )
+        ),
+    }
+    member_auc = {a: float(roc_auc_score(val.labels, logits[a])) for a in logits}
+    summary = {
+        "weights": dict(zip(summaries, weights, strict=True)),
+        "threshold": threshold,
+        "val": metrics,
+        "member_val_auc": member_auc,
+        "parity": res["report"],
+        "train_seconds": train_seconds,
+        "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},
+    }
+    (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
+    if install:
+        from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
+
+        DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+        for prec in ("fp32", "int8"):
+            shutil.copy(res[prec], DEFAULT_DIR / DEFAULT_NAMES[prec])
+        shutil.copy(res["parity"], DEFAULT_DIR / "parity.json")
+        from deepguard.training.card import write_model_card
+
+        write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md")
+        (DEFAULT_DIR / "metrics.json").write_text(
+            json.dumps(
+                {k: v for k, v in summary.items() if k not in ("parity", "files")}, indent=2, default=str
+            )
+        )
+    return summary
+
+
+def train_default(
+    data: str | Path,
+    out_dir: str | Path,
+    *,
+    budget_min: float = 80.0,
+    install: bool = False,
+    cache_dir: str | Path | None = None,
+) -> dict:
+    """The documented one-command recipe: train both members, then fuse/quantise/measure (and install)."""
+    r = train_edge_members(data, out_dir, budget_min=budget_min, cache_dir=cache_dir)
+    s = build_default_model(
+        out_dir, data, cache_dir=cache_dir, install=install, train_seconds=r["total_seconds"]
+    )
+    return {
+        "members": {a: m["val_auc"] for a, m in r["members"].items()},
+        "weights": s["weights"],
+        "threshold": s["threshold"],
+        "val_auc_fp32": s["val"]["fp32"]["roc_auc"],
+        "val_auc_int8": s["val"]["int8"]["roc_auc"],
+        "train_seconds": r["total_seconds"],
+    }

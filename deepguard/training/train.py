@@ -71,11 +71,18 @@ def make_datasets(train: CropSet, val: CropSet, cfg: TrainConfig):
     def aug(x, y):
         return (augment(x, cfg.aug) if cfg.augment else tf.cast(x, tf.float32)), y
 
-    ds_train = (tf.data.Dataset.from_generator(gen_train, output_signature=spec)
-                .map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-                .batch(cfg.batch_size, drop_remainder=True).prefetch(4))
-    ds_val = (tf.data.Dataset.from_generator(gen_val, output_signature=spec)
-              .map(lambda x, y: (tf.cast(x, tf.float32), y)).batch(64).prefetch(2))
+    ds_train = (
+        tf.data.Dataset.from_generator(gen_train, output_signature=spec)
+        .map(aug, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        .batch(cfg.batch_size, drop_remainder=True)
+        .prefetch(4)
+    )
+    ds_val = (
+        tf.data.Dataset.from_generator(gen_val, output_signature=spec)
+        .map(lambda x, y: (tf.cast(x, tf.float32), y))
+        .batch(64)
+        .prefetch(2)
+    )
     return ds_train, ds_val
 
 
@@ -88,8 +95,10 @@ def build_member(cfg: TrainConfig):
 
 
 def predict_logits(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    out = [model(np.asarray(images[i : i + batch], np.float32), training=False).numpy()
-           for i in range(0, len(images), batch)]
+    out = [
+        model(np.asarray(images[i : i + batch], np.float32), training=False).numpy()
+        for i in range(0, len(images), batch)
+    ]
     return np.concatenate(out)[:, 0]
 
 
@@ -104,10 +113,14 @@ def train_member(train: CropSet, val: CropSet, out_dir: str | Path, cfg: TrainCo
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path = out_dir / f"{cfg.arch}.keras"
     model = build_member(cfg)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.lr),
-                  loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  metrics=[keras.metrics.AUC(from_logits=True, name="auc"),
-                           keras.metrics.BinaryAccuracy(threshold=0.0, name="acc")])
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.AUC(from_logits=True, name="auc"),
+            keras.metrics.BinaryAccuracy(threshold=0.0, name="acc"),
+        ],
+    )
     ds_train, ds_val = make_datasets(train, val, cfg)
     steps = cfg.steps_per_epoch or int(np.ceil(len(train.labels) / cfg.batch_size))
     t0 = time.time()
@@ -121,18 +134,26 @@ def train_member(train: CropSet, val: CropSet, out_dir: str | Path, cfg: TrainCo
                 self.model.stop_training = True
 
     hist = model.fit(
-        ds_train, steps_per_epoch=steps, epochs=cfg.epochs, validation_data=ds_val, verbose=2,
+        ds_train,
+        steps_per_epoch=steps,
+        epochs=cfg.epochs,
+        validation_data=ds_val,
+        verbose=2,
         callbacks=[
             keras.callbacks.ModelCheckpoint(best_path, monitor="val_auc", mode="max", save_best_only=True),
             keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience),
             keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=1),
             TimeBudget(),
-        ])
+        ],
+    )
     best = keras.models.load_model(best_path)
     logits = predict_logits(best, val.images)
     summary = {
-        "arch": cfg.arch, "input_size": cfg.input_size, "train_seconds": round(time.time() - t0, 1),
-        "epochs_run": len(hist.history["loss"]), "steps_per_epoch": steps,
+        "arch": cfg.arch,
+        "input_size": cfg.input_size,
+        "train_seconds": round(time.time() - t0, 1),
+        "epochs_run": len(hist.history["loss"]),
+        "steps_per_epoch": steps,
         "val_auc": float(roc_auc_score(val.labels, logits)),
         "val_acc@0": float(np.mean((logits > 0) == (val.labels > 0.5))),
         "history": {k: [float(v) for v in vs] for k, vs in hist.history.items()},

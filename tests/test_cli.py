@@ -1,0 +1,94 @@
+"""The ``deepguard`` CLI: JSON schema, formats, folder runs that survive bad files, usage errors, info."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from deepguard.cli import main
+
+REQUIRED = {"path", "kind", "verdict", "score", "faces", "frames", "model", "error"}
+
+
+def _jsonl(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def test_detect_jsonl_schema(t1_jpg: Path, capsys) -> None:
+    assert main(["detect", str(t1_jpg), "--format", "jsonl"]) == 0
+    (rec,) = _jsonl(capsys)
+    assert REQUIRED <= set(rec)
+    assert rec["kind"] == "image" and rec["verdict"] in ("real", "fake") and rec["error"] is None
+    assert isinstance(rec["score"], float) and 0 <= rec["score"] <= 1
+    assert len(rec["faces"]) == 6
+    face = rec["faces"][0]
+    assert {"box", "score", "frame", "time", "keypoints", "det_score"} <= set(face)
+
+
+def test_folder_run_survives_bad_files(t1_jpg: Path, face_video: Path, tmp_path: Path, capsys) -> None:
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    shutil.copy(t1_jpg, d / "a.jpg")
+    shutil.copy(face_video, d / "sub" / "c.mp4")
+    (d / "b.png").write_bytes(b"")
+    (d / "notes.txt").write_text("ignored: not media")
+    plots = tmp_path / "plots"
+    assert main(["detect", str(d), "--format", "jsonl", "--plot", str(plots)]) == 0
+    recs = {Path(r["path"]).name: r for r in _jsonl(capsys)}
+    assert set(recs) == {"a.jpg", "b.png", "c.mp4"}
+    assert recs["b.png"]["verdict"] == "error" and "empty" in recs["b.png"]["error"]
+    assert recs["c.mp4"]["kind"] == "video" and len(recs["c.mp4"]["frames"]) == 3
+    assert (plots / "c.scores.png").stat().st_size > 1000
+
+
+def test_csv_and_table(t1_jpg: Path, capsys) -> None:
+    assert main(["detect", str(t1_jpg), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("path,kind,verdict,score") and len(lines) == 2
+    assert main(["detect", str(t1_jpg)]) == 0
+    out = capsys.readouterr().out
+    assert "VERDICT" in out and "6 face(s)" in out
+
+
+def test_usage_errors_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["detect"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["detect", "x.jpg", "--format", "xml"])
+    assert e.value.code == 2
+    assert main(["detect", "x.jpg", "--model", "/nonexistent/model.onnx"]) == 2
+    assert "model file not found" in capsys.readouterr().err
+
+
+def test_info_shows_metadata(capsys) -> None:
+    assert main(["info", "--json"]) == 0
+    infos = json.loads(capsys.readouterr().out)
+    assert {Path(i["path"]).name for i in infos} >= {"deepguard-edge-fp32.onnx", "deepguard-edge-int8.onnx"}
+    for i in infos:
+        assert i["input_layout"] == "NHWC" and i["color_order"] == "RGB"
+        assert len(i["members"]) == 2 and 0 < float(i["threshold"]) < 1
+        assert "DFDC" in i["training_data"]
+
+
+def test_evaluate_prints_metrics_and_roc(astronaut, tmp_path: Path, capsys) -> None:
+    import cv2
+
+    for label in ("real", "fake"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+    for i in range(4):
+        crop = cv2.cvtColor(astronaut[10 + 10 * i : 230 + 10 * i, 140:340], cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(tmp_path / "set" / ("real" if i % 2 else "fake") / f"v{i}_0.jpg"), crop)
+    roc = tmp_path / "roc.png"
+    js = tmp_path / "m.json"
+    assert (
+        main(["evaluate", str(tmp_path / "set"), "--face-crops", "--roc", str(roc), "--json", str(js)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "roc_auc" in out.replace("auc", "roc_auc") and "frame" in out and "video" in out
+    m = json.loads(js.read_text())["levels"]["frame"]
+    assert m["n"] == 4 and m["n_pos"] == 2
+    assert roc.stat().st_size > 1000
