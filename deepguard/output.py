@@ -36,9 +36,11 @@ def write_csv(a: Analysis, out: TextIO, header: bool) -> None:
 
 
 def table_row(a: Analysis, width: int = 48) -> str:
-    path = a.path if len(a.path) <= width else "…" + a.path[-(width - 1):]
+    path = a.path if len(a.path) <= width else "…" + a.path[-(width - 1) :]
     score = "-" if a.score is None else f"{a.score:6.3f}"
-    extra = a.error or (f"{len(a.faces)} face(s)" + (f", {a.frames_sampled} frames" if a.kind == "video" else ""))
+    extra = a.error or (
+        f"{len(a.faces)} face(s)" + (f", {a.frames_sampled} frames" if a.kind == "video" else "")
+    )
     return f"{path:<{width}}  {a.kind:<5}  {a.verdict.upper():<7}  {score:>6}  {extra}"
 
 

@@ -18,7 +18,15 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 # (expand t, out channels c, repeats n, stride s) -- MobileNetV2 paper, table 2.
-_MBV2_CFG = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+_MBV2_CFG = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 # (repeats, kernel, stride, expand, in, out) -- efficientnet_lite_builder.py (lite0: no width/depth scaling).
 _LITE0_CFG = [
     (1, 3, 1, 1, 32, 16),
@@ -38,8 +46,20 @@ def imagenet_normalization(name: str = "imagenet_norm") -> layers.Layer:
     )
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, eps: float, *, act: bool, torch_pad: bool,
-             depthwise: bool = False, conv_name: str | None = None, bn_name: str | None = None):
+def _conv_bn(
+    x,
+    filters: int,
+    kernel: int,
+    stride: int,
+    prefix: str,
+    eps: float,
+    *,
+    act: bool,
+    torch_pad: bool,
+    depthwise: bool = False,
+    conv_name: str | None = None,
+    bn_name: str | None = None,
+):
     """Conv (or depthwise conv) + BatchNorm (+ ReLU6), padding like the source framework.
 
     ``torch_pad`` reproduces PyTorch's symmetric ``padding=k//2`` (torchvision); otherwise TF 'SAME', which is what
@@ -51,10 +71,13 @@ def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, eps: float,
     else:
         padding = "same"
     if depthwise:
-        x = layers.DepthwiseConv2D(kernel, stride, padding=padding, use_bias=False,
-                                   name=conv_name or f"{prefix}.0")(x)
+        x = layers.DepthwiseConv2D(
+            kernel, stride, padding=padding, use_bias=False, name=conv_name or f"{prefix}.0"
+        )(x)
     else:
-        x = layers.Conv2D(filters, kernel, stride, padding=padding, use_bias=False, name=conv_name or f"{prefix}.0")(x)
+        x = layers.Conv2D(
+            filters, kernel, stride, padding=padding, use_bias=False, name=conv_name or f"{prefix}.0"
+        )(x)
     x = layers.BatchNormalization(epsilon=eps, momentum=0.99, name=bn_name or f"{prefix}.1")(x)
     if act:
         x = layers.ReLU(6.0, name=f"{(bn_name or prefix)}.relu6")(x)
@@ -76,8 +99,18 @@ def mobilenet_v2_features(x):
                 x = _conv_bn(x, cin * t, 1, 1, f"{p}.{j}", eps, act=True, torch_pad=True)
                 j += 1
             x = _conv_bn(x, cin * t, 3, stride, f"{p}.{j}", eps, act=True, torch_pad=True, depthwise=True)
-            x = _conv_bn(x, c, 1, 1, p, eps, act=False, torch_pad=True,
-                         conv_name=f"{p}.{j + 1}", bn_name=f"{p}.{j + 2}")
+            x = _conv_bn(
+                x,
+                c,
+                1,
+                1,
+                p,
+                eps,
+                act=False,
+                torch_pad=True,
+                conv_name=f"{p}.{j + 1}",
+                bn_name=f"{p}.{j + 2}",
+            )
             if stride == 1 and cin == c:
                 x = layers.Add(name=f"features.{idx}.add")([inp, x])
             cin, idx = c, idx + 1
@@ -96,16 +129,49 @@ def efficientnet_lite0_features(x):
             p = f"_blocks.{b}"
             inp = x
             if e != 1:
-                x = _conv_bn(x, c_in * e, 1, 1, p, eps, act=True, torch_pad=False,
-                             conv_name=f"{p}._expand_conv", bn_name=f"{p}._bn0")
-            x = _conv_bn(x, c_in * e, k, stride, p, eps, act=True, torch_pad=False, depthwise=True,
-                         conv_name=f"{p}._depthwise_conv", bn_name=f"{p}._bn1")
-            x = _conv_bn(x, cout, 1, 1, p, eps, act=False, torch_pad=False,
-                         conv_name=f"{p}._project_conv", bn_name=f"{p}._bn2")
+                x = _conv_bn(
+                    x,
+                    c_in * e,
+                    1,
+                    1,
+                    p,
+                    eps,
+                    act=True,
+                    torch_pad=False,
+                    conv_name=f"{p}._expand_conv",
+                    bn_name=f"{p}._bn0",
+                )
+            x = _conv_bn(
+                x,
+                c_in * e,
+                k,
+                stride,
+                p,
+                eps,
+                act=True,
+                torch_pad=False,
+                depthwise=True,
+                conv_name=f"{p}._depthwise_conv",
+                bn_name=f"{p}._bn1",
+            )
+            x = _conv_bn(
+                x,
+                cout,
+                1,
+                1,
+                p,
+                eps,
+                act=False,
+                torch_pad=False,
+                conv_name=f"{p}._project_conv",
+                bn_name=f"{p}._bn2",
+            )
             if stride == 1 and c_in == cout:
                 x = layers.Add(name=f"{p}.add")([inp, x])
             b += 1
-    return _conv_bn(x, 1280, 1, 1, "head", eps, act=True, torch_pad=False, conv_name="_conv_head", bn_name="_bn1")
+    return _conv_bn(
+        x, 1280, 1, 1, "head", eps, act=True, torch_pad=False, conv_name="_conv_head", bn_name="_bn1"
+    )
 
 
 BACKBONES = {

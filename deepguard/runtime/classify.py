@@ -16,8 +16,11 @@ from deepguard.errors import ModelError
 from deepguard.runtime.providers import make_session
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
-DEFAULT_NAMES = {"fp32": "deepguard-edge-fp32.onnx", "int8": "deepguard-edge-int8.onnx",
-                 "fp16": "deepguard-edge-fp16.onnx"}
+DEFAULT_NAMES = {
+    "fp32": "deepguard-edge-fp32.onnx",
+    "int8": "deepguard-edge-int8.onnx",
+    "fp16": "deepguard-edge-fp16.onnx",
+}
 
 
 def default_model_path(precision: str = "auto", providers: Sequence[str] | str | None = None) -> Path:
@@ -52,19 +55,29 @@ def parse_metadata(raw: dict[str, str]) -> dict:
 class FaceClassifier:
     """The fused ensemble: uint8 (N, S, S, 3) RGB crops -> P(fake) per crop (+ each member's probability)."""
 
-    def __init__(self, model: str | Path | None = None, *, precision: str = "auto",
-                 providers: Sequence[str] | str | None = None, threads: int | None = None,
-                 batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        precision: str = "auto",
+        providers: Sequence[str] | str | None = None,
+        threads: int | None = None,
+        batch_size: int = 32,
+    ) -> None:
         self.path = Path(model) if model else default_model_path(precision, providers)
         self.session = make_session(self.path, providers, threads)
         self.meta = parse_metadata(self.session.get_modelmeta().custom_metadata_map)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].type != "tensor(uint8)" or len(inputs[0].shape) != 4:
-            raise ModelError(f"{self.path}: expected one uint8 NHWC input, got "
-                             f"{[(i.name, i.type, i.shape) for i in inputs]}")
+            raise ModelError(
+                f"{self.path}: expected one uint8 NHWC input, got "
+                f"{[(i.name, i.type, i.shape) for i in inputs]}"
+            )
         outputs = [o.name for o in self.session.get_outputs()]
         if "prob" not in outputs:
-            raise ModelError(f"{self.path}: no 'prob' output (outputs: {outputs}); is this a fused DeepGuard model?")
+            raise ModelError(
+                f"{self.path}: no 'prob' output (outputs: {outputs}); is this a fused DeepGuard model?"
+            )
         self.input_name = inputs[0].name
         self.outputs = ["prob"] + (["member_probs"] if "member_probs" in outputs else [])
         try:
@@ -72,8 +85,10 @@ class FaceClassifier:
         except (KeyError, ValueError) as e:
             raise ModelError(f"{self.path}: metadata lacks deepguard.input_size") from e
         self.threshold = float(self.meta.get("threshold", 0.5))
-        self.name = f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}" \
-                    f"/{self.meta.get('precision', '?')}"
+        self.name = (
+            f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}"
+            f"/{self.meta.get('precision', '?')}"
+        )
         self.batch_size = batch_size
 
     @property

@@ -39,11 +39,22 @@ def _check_frame(img: np.ndarray, name: str) -> np.ndarray:
 class Detector:
     """Face-level deepfake detector over images, videos and frame streams."""
 
-    def __init__(self, model: str | Path | None = None, *, detector: str | None = None,
-                 providers: Sequence[str] | str | None = None, precision: str = "auto", margin: float = 0.3,
-                 fps: float | None = 1.0, every_frame: bool = False, max_frames: int | None = None,
-                 face_crops: bool = False, chunk: int = 8, threads: int | None = None,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        *,
+        detector: str | None = None,
+        providers: Sequence[str] | str | None = None,
+        precision: str = "auto",
+        margin: float = 0.3,
+        fps: float | None = 1.0,
+        every_frame: bool = False,
+        max_frames: int | None = None,
+        face_crops: bool = False,
+        chunk: int = 8,
+        threads: int | None = None,
+        threshold: float | None = None,
+    ) -> None:
         self.classifier = FaceClassifier(model, precision=precision, providers=providers, threads=threads)
         self.face_crops = face_crops
         self._detector_spec = detector
@@ -73,12 +84,31 @@ class Detector:
         if self.face_crops:
             import cv2
 
-            crops = np.stack([cv2.resize(f.image, (size, size), interpolation=cv2.INTER_AREA
-                                         if min(f.image.shape[:2]) > size else cv2.INTER_LINEAR) for f in frames])
+            crops = np.stack(
+                [
+                    cv2.resize(
+                        f.image,
+                        (size, size),
+                        interpolation=cv2.INTER_AREA if min(f.image.shape[:2]) > size else cv2.INTER_LINEAR,
+                    )
+                    for f in frames
+                ]
+            )
             probs, members = self.classifier.score(crops)
-            return [[Face(box=[0.0, 0.0, float(f.image.shape[1]), float(f.image.shape[0])], det_score=1.0,
-                          keypoints=[], frame=f.index, time=f.time, score=float(p), member_scores=m.tolist())]
-                    for f, p, m in zip(frames, probs, members, strict=False)]
+            return [
+                [
+                    Face(
+                        box=[0.0, 0.0, float(f.image.shape[1]), float(f.image.shape[0])],
+                        det_score=1.0,
+                        keypoints=[],
+                        frame=f.index,
+                        time=f.time,
+                        score=float(p),
+                        member_scores=m.tolist(),
+                    )
+                ]
+                for f, p, m in zip(frames, probs, members, strict=False)
+            ]
         dets = self.face_detector.detect([f.image for f in frames])
         crops = [crop_faces(f.image, d.boxes, size, self.margin) for f, d in zip(frames, dets, strict=False)]
         all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
@@ -87,15 +117,24 @@ class Detector:
         for f, d in zip(frames, dets, strict=False):
             faces = []
             for j in range(len(d)):
-                faces.append(Face(box=[round(float(v), 2) for v in d.boxes[j]], det_score=float(d.scores[j]),
-                                  keypoints=np.round(d.keypoints[j], 2).tolist(), frame=f.index, time=f.time,
-                                  score=float(probs[k]), member_scores=[float(v) for v in members[k]]))
+                faces.append(
+                    Face(
+                        box=[round(float(v), 2) for v in d.boxes[j]],
+                        det_score=float(d.scores[j]),
+                        keypoints=np.round(d.keypoints[j], 2).tolist(),
+                        frame=f.index,
+                        time=f.time,
+                        score=float(probs[k]),
+                        member_scores=[float(v) for v in members[k]],
+                    )
+                )
                 k += 1
             out.append(faces)
         return out
 
-    def iter_frames(self, frames: Iterable[Frame | np.ndarray], name: str = "<stream>"
-                    ) -> Iterator[tuple[FrameScore, list[Face]]]:
+    def iter_frames(
+        self, frames: Iterable[Frame | np.ndarray], name: str = "<stream>"
+    ) -> Iterator[tuple[FrameScore, list[Face]]]:
         """Stream results frame by frame, in order, processing ``chunk`` frames per model run."""
         it = (_as_frame(f, i) for i, f in enumerate(frames))
         while batch := list(islice(it, self.chunk)):
@@ -106,8 +145,13 @@ class Detector:
                 yield FrameScore(index=f.index, time=f.time, score=score, n_faces=len(faces)), faces
 
     # -- public API -----------------------------------------------------------------------------------------
-    def analyze_frames(self, frames: Iterable[Frame | np.ndarray], name: str = "<stream>", kind: str = "video",
-                       progress: Callable[[int], None] | None = None) -> Analysis:
+    def analyze_frames(
+        self,
+        frames: Iterable[Frame | np.ndarray],
+        name: str = "<stream>",
+        kind: str = "video",
+        progress: Callable[[int], None] | None = None,
+    ) -> Analysis:
         """Aggregate a whole frame sequence into one verdict (per-frame = max over faces; per-video = rule)."""
         scores: list[FrameScore] = []
         faces: list[Face] = []
@@ -120,9 +164,17 @@ class Detector:
             score = scores[0].score if scores else None
         else:
             score = aggregate.video_score([s.score for s in scores])
-        return Analysis(path=name, kind=kind, verdict=aggregate.verdict(score, self.threshold), score=score,
-                        faces=faces, frames=scores if kind == "video" else [], model=self.model_name,
-                        threshold=self.threshold, frames_sampled=len(scores))
+        return Analysis(
+            path=name,
+            kind=kind,
+            verdict=aggregate.verdict(score, self.threshold),
+            score=score,
+            faces=faces,
+            frames=scores if kind == "video" else [],
+            model=self.model_name,
+            threshold=self.threshold,
+            frames_sampled=len(scores),
+        )
 
     def analyze_image(self, image: np.ndarray, name: str = "<image>") -> Analysis:
         return self.analyze_frames([Frame(_check_frame(image, name), 0, None)], name=name, kind="image")
@@ -135,16 +187,31 @@ class Detector:
             kind = media_kind(path)
             if kind == "image":
                 return self.analyze_image(load_image(path), name)
-            frames = iter_video_frames(path, fps=self.fps, every_frame=self.every_frame,
-                                       max_frames=self.max_frames)
+            frames = iter_video_frames(
+                path, fps=self.fps, every_frame=self.every_frame, max_frames=self.max_frames
+            )
             res = self.analyze_frames(frames, name=name, kind="video", progress=progress)
             if res.frames_sampled == 0:
                 raise MediaError(f"{name}: no frames could be decoded")
             return res
         except DeepGuardError as e:
-            return Analysis(path=name, kind=kind, verdict="error", score=None, model=self.model_name, error=str(e),
-                            threshold=self.threshold)
+            return Analysis(
+                path=name,
+                kind=kind,
+                verdict="error",
+                score=None,
+                model=self.model_name,
+                error=str(e),
+                threshold=self.threshold,
+            )
         except Exception as e:  # last line of defence: a bad file must not stop a folder run
             log.exception("unexpected failure on %s", name)
-            return Analysis(path=name, kind=kind, verdict="error", score=None, model=self.model_name,
-                            error=f"{name}: internal error: {type(e).__name__}: {e}", threshold=self.threshold)
+            return Analysis(
+                path=name,
+                kind=kind,
+                verdict="error",
+                score=None,
+                model=self.model_name,
+                error=f"{name}: internal error: {type(e).__name__}: {e}",
+                threshold=self.threshold,
+            )

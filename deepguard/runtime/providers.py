@@ -14,8 +14,12 @@ from pathlib import Path
 log = logging.getLogger("deepguard.providers")
 
 PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-ALIASES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
-           "trt": "TensorrtExecutionProvider"}
+ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
 
 
 def resolve_providers(requested: Sequence[str] | str | None = None) -> list:
@@ -39,8 +43,16 @@ def resolve_providers(requested: Sequence[str] | str | None = None) -> list:
     for n in names:
         if n == "TensorrtExecutionProvider":
             cache = Path(os.environ.get("DEEPGUARD_TRT_CACHE", Path.home() / ".cache" / "deepguard" / "trt"))
-            out.append((n, {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                            "trt_fp16_enable": True}))
+            out.append(
+                (
+                    n,
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_fp16_enable": True,
+                    },
+                )
+            )
         else:
             out.append(n)
     if "CPUExecutionProvider" not in names:
@@ -69,8 +81,9 @@ def make_session(path: str | Path, providers: Sequence[str] | str | None = None,
     if not path.is_file():
         raise ModelError(f"{path}: model file not found")
     try:
-        sess = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                    providers=resolve_providers(providers))
+        sess = ort.InferenceSession(
+            str(path), sess_options=session_options(threads), providers=resolve_providers(providers)
+        )
     except Exception as e:  # onnxruntime raises several unrelated types for a bad file
         raise ModelError(f"{path}: not a loadable ONNX model ({e})") from e
     log.info("%s runs on %s", path.name, sess.get_providers()[0])
