@@ -110,6 +110,29 @@ def _onnx_scores(path, crops, batch: int = 64):
     return np.concatenate([clf.score(np.asarray(crops[i : i + 512]))[0] for i in range(0, len(crops), 512)])
 
 
+def per_face_latency(paths: dict, crops: np.ndarray, batch: int = 16, rounds: int = 30) -> dict:
+    """Median ms per face at batch 16 for each precision, measured back to back (for the model card; the
+    benchmarks in ``benchmarks/`` are the tracked numbers)."""
+    import time
+
+    from deepguard.runtime.classify import FaceClassifier
+
+    x = np.ascontiguousarray(crops[:batch])
+    out = {}
+    for prec, path in paths.items():
+        clf = FaceClassifier(path, providers="cpu", batch_size=batch)
+        clf.score(x)
+        ts = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            clf.score(x)
+            ts.append(time.perf_counter() - t)
+        out[f"{prec} ms/face (batch {batch}, median of {rounds})"] = round(
+            1000 * float(np.median(ts)) / batch, 3
+        )
+    return out
+
+
 def build_default_model(
     run_dir: str | Path,
     data: str | Path,
@@ -184,7 +207,9 @@ def build_default_model(
         shutil.copy(res["parity"], DEFAULT_DIR / "parity.json")
         from deepguard.training.card import write_model_card
 
-        write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md")
+        latency = per_face_latency({p: res[p] for p in ("fp32", "int8")}, np.asarray(val.images[:16]))
+        summary["latency"] = latency
+        write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md", latency=latency)
         (DEFAULT_DIR / "metrics.json").write_text(
             json.dumps(
                 {k: v for k, v in summary.items() if k not in ("parity", "files")}, indent=2, default=str
