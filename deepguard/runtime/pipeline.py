@@ -195,23 +195,18 @@ class Detector:
                 raise MediaError(f"{name}: no frames could be decoded")
             return res
         except DeepGuardError as e:
-            return Analysis(
-                path=name,
-                kind=kind,
-                verdict="error",
-                score=None,
-                model=self.model_name,
-                error=str(e),
-                threshold=self.threshold,
-            )
+            return self._error(name, kind, str(e))
         except Exception as e:  # last line of defence: a bad file must not stop a folder run
             log.exception("unexpected failure on %s", name)
-            return Analysis(
-                path=name,
-                kind=kind,
-                verdict="error",
-                score=None,
-                model=self.model_name,
-                error=f"{name}: internal error: {type(e).__name__}: {e}",
-                threshold=self.threshold,
-            )
+            return self._error(name, kind, f"{name}: internal error: {type(e).__name__}: {e}")
+
+    def _error(self, name: str, kind: str, message: str) -> Analysis:
+        return Analysis(
+            path=name,
+            kind=kind,
+            verdict="error",
+            score=None,
+            model=self.model_name,
+            error=message,
+            threshold=self.threshold,
+        )
