@@ -219,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("source", help="folder with real/ and fake/, or manifest CSV (file,label[,group,split])")
     e.add_argument("--split", help="manifest split (or sub-folder) to use, e.g. val")
     e.add_argument("--group-pattern", help="regex whose first group is the video id (folder sources)")
+    e.add_argument(
+        "--video-column",
+        default="group",
+        help="manifest column holding the video id (default group; 'file' = every file its own video)",
+    )
     e.add_argument("--roc", metavar="PNG", help="write the ROC curve here")
     e.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     e.add_argument("--limit", type=int, help="use at most N samples (spread over the set)")

@@ -42,7 +42,10 @@ class Sample:
 
 
 def load_labelled(
-    source: str | Path, split: str | None = None, group_pattern: str | re.Pattern[str] | None = None
+    source: str | Path,
+    split: str | None = None,
+    group_pattern: str | re.Pattern[str] | None = None,
+    group_column: str = "group",
 ) -> list[Sample]:
     """Load a labelled set from a folder (``real/`` and/or ``fake/``) or a CSV manifest.
 
@@ -64,7 +67,7 @@ def load_labelled(
         raise DatasetError(f"{src}: evaluation source does not exist")
     if src.is_dir():
         return _load_folder(src, split, pattern)
-    return _load_manifest(src, split, pattern)
+    return _load_manifest(src, split, pattern, group_column.strip().lower())
 
 
 def _group_from(pattern: re.Pattern[str] | None, text: str, where: str) -> str | None:
@@ -113,7 +116,9 @@ def _parse_label(raw: str | None, where: str) -> int:
     return _LABEL_WORDS[key]
 
 
-def _load_manifest(csv_path: Path, split: str | None, pattern: re.Pattern[str] | None) -> list[Sample]:
+def _load_manifest(
+    csv_path: Path, split: str | None, pattern: re.Pattern[str] | None, group_column: str = "group"
+) -> list[Sample]:
     base = csv_path.parent
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as fh:
@@ -157,7 +162,7 @@ def _load_manifest(csv_path: Path, split: str | None, pattern: re.Pattern[str] |
         if not path.is_file():
             missing_files.append(f"{where}: {path}")
             continue
-        group = (row.get(columns["group"]) or "").strip() if "group" in columns else ""
+        group = (row.get(columns[group_column]) or "").strip() if group_column in columns else ""
         if not group:
             group = _group_from(pattern, Path(file_cell).name, where)
         samples.append(Sample(path, label, group or None))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepguard.evaluation.dataset import VIDEO_EXTENSIONS, Sample, load_labelled
+from deepguard.evaluation.dataset import VIDEO_EXTENSIONS, DatasetError, Sample, load_labelled
 from deepguard.evaluation.metrics import binary_metrics, group_scores
 from deepguard.evaluation.report import format_table, write_json
 
@@ -46,7 +46,7 @@ def evaluate(args: argparse.Namespace) -> str:
     from deepguard.cli import _detector_from
     from deepguard.runtime.aggregate import video_score
 
-    samples = load_labelled(args.source, args.split, args.group_pattern)
+    samples = load_labelled(args.source, args.split, args.group_pattern, args.video_column)
     if args.limit and args.limit < len(samples):
         idx = np.linspace(0, len(samples) - 1, args.limit).round().astype(int)
         samples = [samples[i] for i in idx]
@@ -71,7 +71,12 @@ def evaluate(args: argparse.Namespace) -> str:
     thr = det.threshold
     frame_m = binary_metrics([f_labels[i] for i in keep], [f_scores[i] for i in keep], thr)
     frame_m["no_face"] = len(f_scores) - len(keep)
-    g = group_scores(f_scores, f_groups, f_labels, rule=lambda v: video_score(v))
+    try:
+        g = group_scores(f_scores, f_groups, f_labels, rule=lambda v: video_score(v))
+    except ValueError as e:  # e.g. DFDC's `group` = source video, shared by a real clip and its fakes
+        raise DatasetError(
+            f"{args.source}: {e}; choose the video id with --video-column or --group-pattern"
+        ) from e
     video_m = binary_metrics(g.labels, g.scores, thr)
     video_m["no_face"] = len(g.skipped)
     levels = {"frame": frame_m, "video": video_m}
