@@ -84,7 +84,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from deepguard.output import render, table_header, write_csv
 
-    det = _detector_from(args)
+    if args.server:  # the same output, computed by a DeepGuard server
+        from deepguard.client import RemoteAnalyzer
+
+        det = RemoteAnalyzer.from_args(args)
+    else:
+        det = _detector_from(args)
     files = list(_media_files(args.paths))
     out = sys.stdout
     if args.format == "table":
@@ -208,7 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     d.add_argument("--plot", metavar="DIR", help="write a score-over-time PNG per video into DIR")
     _add_runtime_args(d)
+    d.add_argument("--server", metavar="HOST:PORT", help="analyse on a DeepGuard server (deepguard serve)")
+    d.add_argument("--token-file", help="bearer token for --server (default: $DEEPGUARD_TOKEN)")
+    d.add_argument("--tls-ca", metavar="PEM", help="use TLS with --server, trusting this certificate/CA")
     d.set_defaults(func=cmd_detect)
+
+    srv = sub.add_parser("serve", help="gRPC streaming server + origin REST API + Prometheus metrics")
+    _add_runtime_args(srv)
+    from deepguard.server import add_arguments as serve_args
+    from deepguard.server import run as serve_run
+
+    serve_args(srv)
+    srv.set_defaults(func=lambda a: serve_run(a, _detector_from))
 
     i = sub.add_parser("info", help="show installed models and their metadata")
     _add_model_args(i)

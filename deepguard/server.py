@@ -1,0 +1,268 @@
+"""``deepguard serve``: the gRPC streaming server (+ origin REST API and Prometheus metrics) in one process.
+
+    python -m deepguard serve --port 50051 --rest-port 8000 --metrics-port 9464
+
+One :class:`~deepguard.serving.engine.Engine` (the models behind two shared dynamic batchers) serves every
+front-end, so frames from gRPC streams, video uploads and REST requests are batched together. See
+docs/server.md for the protocol, limits, status codes and security rules.
+
+Lifecycle: ``Server(config, detector).start()`` binds everything (port 0 = pick a free port; the bound ports
+are on the instance and in the ``serving`` log line); ``stop(grace)`` - also what SIGTERM/SIGINT trigger -
+marks health NOT_SERVING, refuses new calls, keeps reading open streams for half the grace period, delivers
+every accepted frame's result, and only then closes the models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from deepguard.serving.config import ConfigError, MiB, ServerConfig, grpc_address, read_token
+
+log = logging.getLogger("deepguard.server")
+
+SERVICE_NAME = "deepguard.v1.DeepGuard"
+
+
+class Server:
+    """The running server; heavy imports happen here so ``deepguard --help`` stays fast."""
+
+    def __init__(self, config: ServerConfig, detector) -> None:
+        config.validate()
+        self.config = config
+        self.detector = detector
+        self.port: int | None = None
+        self.rest_port: int | None = None
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+
+    # -- start ----------------------------------------------------------------------------------------------
+    def start(self) -> Server:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        from deepguard.proto import deepguard_pb2 as pb
+        from deepguard.proto import deepguard_pb2_grpc as pb_grpc
+        from deepguard.serving.auth import TokenAuthInterceptor
+        from deepguard.serving.engine import Engine
+        from deepguard.serving.metrics import Metrics
+        from deepguard.serving.service import DeepGuardService
+
+        cfg = self.config
+        self.metrics = Metrics()
+        self.engine = Engine(self.detector, cfg, self.metrics)
+        # Every admitted call gets a thread (a stream holds one for its lifetime); calls beyond the limit are
+        # refused by gRPC with RESOURCE_EXHAUSTED instead of queueing without bound.
+        self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent_rpcs + 4, thread_name_prefix="grpc")
+        options = [
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", max(cfg.max_message_bytes, 64 * MiB)),
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+        ]
+        self._grpc = grpc.server(
+            self._pool,
+            interceptors=[TokenAuthInterceptor(cfg.token)] if cfg.token else [],
+            options=options,
+            maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
+        )
+        pb_grpc.add_DeepGuardServicer_to_server(DeepGuardService(self.engine, self.metrics), self._grpc)
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (
+                pb.DESCRIPTOR.services_by_name["DeepGuard"].full_name,
+                health.SERVICE_NAME,
+                reflection.SERVICE_NAME,
+            ),
+            self._grpc,
+        )
+        addr = grpc_address(cfg.host, cfg.port)
+        try:
+            if cfg.tls:
+                creds = grpc.ssl_server_credentials(
+                    [(Path(cfg.tls_key).read_bytes(), Path(cfg.tls_cert).read_bytes())]  # type: ignore[arg-type]
+                )
+                self.port = self._grpc.add_secure_port(addr, creds)
+            else:
+                self.port = self._grpc.add_insecure_port(addr)
+        except RuntimeError as e:
+            self.engine.close()
+            raise ConfigError(f"cannot bind gRPC to {addr}: {e}") from e
+        self._grpc.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        self._rest = None
+        if cfg.rest_port is not None:
+            from deepguard.rest import RestServer
+
+            self._rest = RestServer(self.engine, self.metrics, cfg).start()
+            self.rest_port = self._rest.port
+        self._metrics_http = None
+        if cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            self._metrics_http, _ = start_http_server(
+                cfg.metrics_port,
+                addr=cfg.host.strip("[]"),
+                registry=self.metrics.registry,
+                certfile=cfg.tls_cert,
+                keyfile=cfg.tls_key,
+            )
+            self.metrics_port = self._metrics_http.server_port
+        log.info(
+            "serving %s on %s",
+            self.engine.classifier.name,
+            grpc_address(cfg.host, self.port),
+            extra={
+                "event": "serving",
+                "host": cfg.host,
+                "port": self.port,
+                "rest_port": self.rest_port,
+                "metrics_port": self.metrics_port,
+                "tls": cfg.tls,
+                "auth": bool(cfg.token),
+                "model": self.engine.classifier.name,
+                "detector_max_batch": cfg.detector_max_batch,
+                "classifier_max_batch": cfg.classifier_max_batch,
+                "max_wait_ms": cfg.max_wait_ms,
+            },
+        )
+        return self
+
+    # -- stop -------------------------------------------------------------------------------------------------
+    def stop(self, grace: float | None = None) -> None:
+        """Drain and stop (idempotent): results for every frame already accepted are delivered first."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_s if grace is None else grace
+        log.info("draining (grace %.1f s)", grace, extra={"event": "draining", "grace_s": grace})
+        self.health.enter_graceful_shutdown()
+        self.engine.begin_drain(grace)
+        done = self._grpc.stop(grace)  # refuses new calls now; open calls get `grace` seconds
+        if self._rest is not None:
+            self._rest.stop(grace)
+        done.wait()
+        self.engine.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("stopped", extra={"event": "stopped"})
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """``serve`` flags (the model flags are the CLI's shared ones)."""
+    d = ServerConfig()
+    g = p.add_argument_group("addresses")
+    g.add_argument(
+        "--host", default=d.host, help="bind address (non-loopback needs TLS + token, see --allow-insecure)"
+    )
+    g.add_argument("--port", type=int, default=d.port, help="gRPC port (0 = any free port)")
+    g.add_argument(
+        "--rest-port", type=int, default=d.rest_port, help="origin REST API port (0 = any free port)"
+    )
+    g.add_argument("--no-rest", action="store_true", help="do not serve the REST API")
+    g.add_argument("--metrics-port", type=int, default=d.metrics_port, help="Prometheus /metrics port")
+    g.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    s = p.add_argument_group("security")
+    s.add_argument("--tls-cert", help="PEM certificate chain (enables TLS on every port)")
+    s.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    s.add_argument(
+        "--token-file", help="file holding the bearer token clients must send (else $DEEPGUARD_TOKEN)"
+    )
+    s.add_argument(
+        "--allow-insecure", action="store_true", help="allow a non-loopback address without TLS and a token"
+    )
+    b = p.add_argument_group("batching and limits")
+    b.add_argument("--max-batch", type=int, default=d.detector_max_batch, help="frames per detector run")
+    b.add_argument(
+        "--max-crops", type=int, default=d.classifier_max_batch, help="face crops per classifier run"
+    )
+    b.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="how long a batch waits to fill")
+    b.add_argument(
+        "--queue", type=int, default=d.max_queue, help="items queued per model before RESOURCE_EXHAUSTED"
+    )
+    b.add_argument("--window", type=int, default=d.stream_window, help="frames of one stream in flight")
+    b.add_argument("--max-rpcs", type=int, default=d.max_concurrent_rpcs, help="concurrent calls")
+    b.add_argument("--max-uploads", type=int, default=d.max_uploads, help="concurrent video uploads")
+    b.add_argument(
+        "--max-message-mb", type=float, default=d.max_message_bytes / MiB, help="largest gRPC message"
+    )
+    b.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels, help="largest frame (pixels)")
+    b.add_argument("--max-video-mb", type=float, default=d.max_video_bytes / MiB, help="largest video upload")
+    b.add_argument(
+        "--max-video-seconds", type=float, default=d.max_video_seconds, help="longest video upload"
+    )
+    p.add_argument("--grace-s", type=float, default=d.grace_s, help="drain period on SIGTERM")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        rest_port=None if args.no_rest else args.rest_port,
+        metrics_port=None if args.no_metrics else args.metrics_port,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        token=read_token(args.token_file),
+        allow_insecure=args.allow_insecure,
+        detector_max_batch=args.max_batch,
+        classifier_max_batch=args.max_crops,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.queue,
+        stream_window=args.window,
+        max_concurrent_rpcs=args.max_rpcs,
+        max_uploads=args.max_uploads,
+        max_message_bytes=int(args.max_message_mb * MiB),
+        max_frame_pixels=args.max_frame_pixels,
+        max_video_bytes=int(args.max_video_mb * MiB),
+        max_video_seconds=args.max_video_seconds,
+        fps=args.fps,
+        every_frame=args.every_frame,
+        max_frames=args.max_frames,
+        grace_s=args.grace_s,
+    )
+
+
+def run(args: argparse.Namespace, make_detector: Callable[[argparse.Namespace], object]) -> int:
+    """The ``serve`` command: start, wait for SIGTERM/SIGINT, drain, exit 0."""
+    from deepguard.serving.logs import setup_logging
+
+    if getattr(args, "face_crops", False):
+        raise ConfigError(
+            "--face-crops does not apply to serve: clients send their own crops with AnalyzeFaces"
+        )
+    cfg = config_from_args(args)
+    cfg.validate()  # before the models load: a refused config should fail fast
+    setup_logging(args.log_format, logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    server = Server(cfg, make_detector(args)).start()
+    stop = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        log.info("received %s", signal.Signals(signum).name, extra={"event": "signal"})
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    return 0

@@ -1,0 +1,193 @@
+"""Dynamic batching: requests from many callers (threads, streams) are merged into one model run.
+
+Why: onnxruntime's cost per item falls with batch size, and a server with eight cameras should run the
+detector once for eight frames rather than eight times. Each model gets one worker thread that takes the
+oldest request, waits at most ``max_wait_ms`` for more (until ``max_batch`` items), runs the model once and
+scatters the results back through per-request futures.
+
+The queue is bounded in *items* (frames or crops, not requests) so memory is bounded: a submit that would
+exceed ``max_queue`` raises :class:`Overloaded` at once (the server turns it into RESOURCE_EXHAUSTED) instead
+of growing without limit. A request whose ``cancelled()`` predicate is true when its batch is formed is
+dropped without running (its future raises :class:`Cancelled`), so an abandoned stream stops costing compute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("deepguard.server.batcher")
+
+
+class Overloaded(Exception):
+    """The queue is full: the caller should back off (RESOURCE_EXHAUSTED)."""
+
+
+class Cancelled(Exception):
+    """The request was dropped because its caller went away."""
+
+
+class Closed(Exception):
+    """The batcher is shut down and takes no new work."""
+
+
+@dataclass
+class _Request:
+    items: Sequence[Any]
+    future: Future
+    cancelled: Callable[[], bool] | None
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+class BatchObserver:
+    """Hooks for metrics; the default does nothing so the batcher works without Prometheus."""
+
+    def batch(self, name: str, size: int, seconds: float) -> None: ...
+
+    def queue_depth(self, name: str, items: int) -> None: ...
+
+    def dropped(self, name: str, items: int) -> None: ...
+
+    def rejected(self, name: str) -> None: ...
+
+
+class DynamicBatcher:
+    """One worker thread in front of ``run(items) -> results`` (a list, one result per item, same order).
+
+    ``submit(items)`` returns a Future whose result is the list of results for exactly those items.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: Callable[[list[Any]], Sequence[Any]],
+        *,
+        max_batch: int = 16,
+        max_wait_ms: float = 5.0,
+        max_queue: int = 256,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+        self.name = name
+        self._run = run
+        self.max_batch = int(max_batch)
+        self.max_wait = float(max_wait_ms) / 1000.0
+        self.max_queue = int(max_queue)
+        self._obs = observer or BatchObserver()
+        self._queue: deque[_Request] = deque()
+        self._queued_items = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    # -- callers -------------------------------------------------------------------------------------------
+    @property
+    def queued_items(self) -> int:
+        return self._queued_items
+
+    def submit(self, items: Sequence[Any], cancelled: Callable[[], bool] | None = None) -> Future:
+        """Queue ``items`` as one request; raises Overloaded when the queue is full, Closed after close()."""
+        fut: Future = Future()
+        n = len(items)
+        if n == 0:
+            fut.set_result([])
+            return fut
+        with self._cond:
+            if self._closed:
+                raise Closed(f"{self.name}: server is shutting down")
+            # A request larger than the whole queue is still admitted into an empty queue, so one frame with
+            # many faces can never be refused forever.
+            if self._queued_items and self._queued_items + n > self.max_queue:
+                self._obs.rejected(self.name)
+                raise Overloaded(
+                    f"server busy: {self.name} queue is full ({self._queued_items} of {self.max_queue} "
+                    "items); retry later"
+                )
+            self._queue.append(_Request(list(items), fut, cancelled))
+            self._queued_items += n
+            self._obs.queue_depth(self.name, self._queued_items)
+            self._cond.notify()
+        return fut
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Stop taking work, finish what is queued, stop the worker."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    # -- worker ----------------------------------------------------------------------------------------------
+    def _take_batch(self) -> list[_Request] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            batch = [self._queue.popleft()]
+            n = len(batch[0].items)
+            deadline = time.monotonic() + self.max_wait
+            while n < self.max_batch:
+                if self._queue:
+                    if n + len(self._queue[0].items) > self.max_batch:
+                        break
+                    req = self._queue.popleft()
+                    batch.append(req)
+                    n += len(req.items)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            self._queued_items -= n
+            self._obs.queue_depth(self.name, self._queued_items)
+        return batch
+
+    def _loop(self) -> None:
+        while (batch := self._take_batch()) is not None:
+            live = []
+            for req in batch:
+                if req.cancelled is not None and _safe_call(req.cancelled):
+                    self._obs.dropped(self.name, len(req.items))
+                    req.future.set_exception(Cancelled(f"{self.name}: caller cancelled"))
+                elif req.future.set_running_or_notify_cancel():
+                    live.append(req)
+            if live:
+                self._execute(live)
+
+    def _execute(self, reqs: list[_Request]) -> None:
+        items = [x for r in reqs for x in r.items]
+        t0 = time.perf_counter()
+        try:
+            results = self._run(items)
+            if len(results) != len(items):
+                raise RuntimeError(f"{self.name}: run returned {len(results)} results for {len(items)} items")
+        except Exception as e:  # noqa: BLE001
+            if len(reqs) == 1:
+                reqs[0].future.set_exception(e)
+                return
+            # One bad request must not fail the others that happened to share its batch: retry one by one.
+            log.warning("%s: batch of %d failed (%s); retrying requests one by one", self.name, len(items), e)
+            for r in reqs:
+                self._execute([r])
+            return
+        self._obs.batch(self.name, len(items), time.perf_counter() - t0)
+        k = 0
+        for r in reqs:
+            n = len(r.items)
+            r.future.set_result(list(results[k : k + n]))
+            k += n
+
+
+def _safe_call(fn: Callable[[], bool]) -> bool:
+    try:
+        return bool(fn())
+    except Exception:  # noqa: BLE001 - a broken predicate must not kill the worker
+        return False

@@ -1,0 +1,117 @@
+"""Server settings: addresses, batching, limits and the security rules checked before anything binds.
+
+Security rule: a server reachable from other machines must have TLS *and* a bearer token. Binding a
+non-loopback address without both is refused unless ``allow_insecure`` is set explicitly, so a typo in
+``--host`` cannot expose an unauthenticated deepfake service on the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepguard.errors import DeepGuardError
+
+MiB = 1 << 20
+
+
+class ConfigError(DeepGuardError):
+    """The server settings are unsafe or inconsistent; the message says which flag to change."""
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051  # gRPC; 0 = any free port
+    rest_port: int | None = 8000  # None = no REST front-end
+    metrics_port: int | None = 9464  # None = no Prometheus endpoint
+    # security
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    token: str | None = None
+    allow_insecure: bool = False
+    # batching
+    detector_max_batch: int = 8  # frames per detector run (CPU: per-frame cost is flat up to ~8)
+    classifier_max_batch: int = 32  # crops per classifier run
+    max_wait_ms: float = 5.0
+    max_queue: int = 256  # items per batcher queue before RESOURCE_EXHAUSTED
+    stream_window: int = 16  # frames of one stream in flight before its reads pause (flow control)
+    max_concurrent_rpcs: int = 64
+    max_uploads: int = 8  # concurrent video uploads (gRPC + REST)
+    # limits
+    max_message_bytes: int = 16 * MiB
+    max_frame_pixels: int = 3840 * 2160
+    max_video_bytes: int = 256 * MiB
+    max_video_seconds: float = 600.0
+    max_faces_per_batch: int = 256
+    # video sampling defaults for uploads (a client may override per upload)
+    fps: float | None = 1.0
+    every_frame: bool = False
+    max_frames: int | None = None
+    # lifecycle
+    grace_s: float = 30.0
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+    def validate(self) -> None:
+        """Raise ConfigError for unsafe or inconsistent settings (call before binding anything)."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+        for f in (self.tls_cert, self.tls_key):
+            if f and not Path(f).is_file():
+                raise ConfigError(f"{f}: TLS file not found")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("the bearer token is empty")
+        if not is_loopback(self.host) and not self.allow_insecure:
+            missing = [
+                n for n, ok in (("TLS (--tls-cert/--tls-key)", self.tls), ("a token", self.token)) if not ok
+            ]
+            if missing:
+                raise ConfigError(
+                    f"refusing to serve on non-loopback address {self.host!r} without {' and '.join(missing)}; "
+                    "add them, bind 127.0.0.1, or pass --allow-insecure if the network is trusted"
+                )
+        for name in (
+            "detector_max_batch",
+            "classifier_max_batch",
+            "max_queue",
+            "stream_window",
+            "max_concurrent_rpcs",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.max_wait_ms < 0 or self.grace_s < 0:
+            raise ConfigError("max_wait_ms and grace_s must be >= 0")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and 127.0.0.0/8 / ::1; every other name or address counts as reachable."""
+    h = host.strip().strip("[]")
+    if h.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def grpc_address(host: str, port: int) -> str:
+    h = host.strip()
+    return f"[{h.strip('[]')}]:{port}" if ":" in h.strip("[]") else f"{h}:{port}"
+
+
+def read_token(path: str | None) -> str | None:
+    """Token from a file (first line), else $DEEPGUARD_TOKEN, else None. Never from argv (visible in ps)."""
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read token file ({e})") from e
+        if not token:
+            raise ConfigError(f"{path}: token file is empty")
+        return token
+    return os.environ.get("DEEPGUARD_TOKEN") or None

@@ -1,0 +1,400 @@
+"""The serving engine: frames from every caller go through two shared dynamic batchers.
+
+    frame -> [detector batcher: N frames per BlazeFace run] -> crop -> [classifier batcher: M crops per run]
+          -> FrameOutcome (same faces, boxes and scores as ``Detector.iter_frames`` gives in-process)
+
+Each frame is a chain of futures: the detector batcher's callback crops the frame's faces and submits them
+to the classifier batcher, whose callback assembles the result. Callers keep the futures of their frames in
+order, so per-stream ordering holds however the batches interleave streams. A caller's ``cancelled()``
+predicate travels with its work, so a dropped stream's queued frames and crops are skipped, not computed.
+
+The face assembly mirrors ``deepguard.runtime.pipeline.Detector._faces_for_chunk`` (box rounding, keypoints,
+member scores); tests compare the two result for result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+
+from deepguard import __version__
+from deepguard.errors import MediaError
+from deepguard.runtime import aggregate
+from deepguard.runtime.crop import crop_faces
+from deepguard.runtime.decode import iter_video_frames, load_image, video_info
+from deepguard.runtime.pipeline import Detector
+from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
+from deepguard.serving.batcher import BatchObserver, Cancelled, DynamicBatcher
+from deepguard.serving.config import ServerConfig
+from deepguard.serving.metrics import Metrics
+
+log = logging.getLogger("deepguard.server.engine")
+
+Predicate = Callable[[], bool]
+
+
+class ShuttingDown(Exception):
+    """The server is draining and takes no new work."""
+
+
+@dataclass
+class FrameOutcome:
+    score: FrameScore
+    faces: list[Face]
+
+
+class RunningScore:
+    """``aggregate.video_score`` over a growing sequence in O(1) per frame (streams can run for hours).
+
+    Keeps the counts and sums the confident-frames rule needs instead of every frame score.
+    """
+
+    def __init__(self) -> None:
+        self.n = self.n_fake = self.n_real = self.frames = self.faces = 0
+        self.total = self.sum_fake = self.sum_real = 0.0
+
+    def add(self, score: float | None, n_faces: int = 0) -> None:
+        self.frames += 1
+        self.faces += n_faces
+        if score is None:
+            return
+        self.n += 1
+        self.total += score
+        if score > aggregate.CONFIDENT_FAKE:
+            self.n_fake += 1
+            self.sum_fake += score
+        if score < aggregate.CONFIDENT_REAL:
+            self.n_real += 1
+            self.sum_real += score
+
+    @property
+    def score(self) -> float | None:
+        if self.n == 0:
+            return None
+        if self.n_fake > aggregate.FAKE_FRACTION * self.n:
+            return self.sum_fake / self.n_fake
+        if self.n_real > aggregate.REAL_FRACTION * self.n:
+            return self.sum_real / self.n_real
+        return self.total / self.n
+
+
+class Accumulator:
+    """Collects frame outcomes into an Analysis exactly as ``Detector.analyze_frames`` aggregates them."""
+
+    def __init__(self, name: str, kind: str, model: str, threshold: float) -> None:
+        self.name, self.kind, self.model, self.threshold = name, kind, model, threshold
+        self.scores: list[FrameScore] = []
+        self.faces: list[Face] = []
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    def add(self, out: FrameOutcome) -> None:
+        self.scores.append(out.score)
+        self.faces.extend(out.faces)
+
+    def result(self) -> Analysis:
+        if self.kind == "video" and not self.scores:
+            raise MediaError(f"{self.name}: no frames could be decoded")
+        if self.kind == "image":
+            score = self.scores[0].score if self.scores else None
+        else:
+            score = aggregate.video_score([s.score for s in self.scores])
+        return Analysis(
+            path=self.name,
+            kind=self.kind,  # type: ignore[arg-type]
+            verdict=aggregate.verdict(score, self.threshold),
+            score=score,
+            faces=self.faces,
+            frames=self.scores if self.kind == "video" else [],
+            model=self.model,
+            threshold=self.threshold,
+            frames_sampled=len(self.scores),
+        )
+
+
+def wait_future(fut: Future, cancelled: Predicate | None, poll: float = 0.2):
+    """``fut.result()`` that gives up with Cancelled as soon as the caller is gone (never blocks forever)."""
+    while True:
+        try:
+            return fut.result(timeout=poll)
+        except FutureTimeout:
+            if cancelled is not None and cancelled():
+                raise Cancelled("caller cancelled") from None
+
+
+class Engine:
+    """Owns the models and the two batchers; shared by the gRPC service and the REST app."""
+
+    def __init__(self, detector: Detector, config: ServerConfig, metrics: Metrics | None = None) -> None:
+        self.detector = detector
+        self.config = config
+        self.classifier = detector.classifier
+        self.face_detector = detector.face_detector  # load now, not inside the batcher thread
+        self.size = self.classifier.input_size
+        self.margin = detector.margin
+        self.threshold = detector.threshold
+        self.metrics = metrics
+        self.observer: BatchObserver = metrics or BatchObserver()
+        self.det_batcher = DynamicBatcher(
+            "detector",
+            self.face_detector.detect,
+            max_batch=config.detector_max_batch,
+            max_wait_ms=config.max_wait_ms,
+            max_queue=config.max_queue,
+            observer=self.observer,
+        )
+        self.cls_batcher = DynamicBatcher(
+            "classifier",
+            self._classify,
+            max_batch=config.classifier_max_batch,
+            max_wait_ms=config.max_wait_ms,
+            max_queue=max(config.max_queue, config.max_faces_per_batch),
+            observer=self.observer,
+        )
+        self.uploads = threading.BoundedSemaphore(max(1, config.max_uploads))
+        self.draining = False
+        self._read_deadline = math.inf
+
+    # -- model runs (batcher threads) ------------------------------------------------------------------------
+    def _classify(self, crops: list[np.ndarray]) -> list[tuple[float, list[float]]]:
+        probs, members = self.classifier.score(np.stack(crops))
+        return [(float(p), [float(v) for v in m]) for p, m in zip(probs, members, strict=True)]
+
+    # -- frames ---------------------------------------------------------------------------------------------------
+    def submit_frame(self, frame: Frame, cancelled: Predicate | None = None) -> Future:
+        """Queue one RGB frame; the Future resolves to a FrameOutcome (or Cancelled / the model's error).
+
+        Raises Overloaded / Closed synchronously when the detector queue cannot take the frame.
+        """
+        if self.stop_reading():
+            raise ShuttingDown("server is shutting down")
+        out: Future = Future()
+        t0 = time.perf_counter()
+
+        def fail(e: BaseException) -> None:
+            if not out.done():
+                out.set_exception(e)
+
+        def on_classified(f: Future, boxes: FaceBoxes) -> None:
+            try:
+                out.set_result(self._outcome(frame, boxes, f.result()))
+                self._observe_frame(t0, len(boxes))
+            except BaseException as e:  # noqa: BLE001 - surfaced through the future
+                fail(e)
+
+        def on_detected(f: Future) -> None:
+            try:
+                boxes: FaceBoxes = f.result()[0]
+                if len(boxes) == 0:
+                    out.set_result(self._outcome(frame, boxes, []))
+                    self._observe_frame(t0, 0)
+                    return
+                crops = crop_faces(frame.image, boxes.boxes, self.size, self.margin)
+                cf = self.cls_batcher.submit(list(crops), cancelled)
+                cf.add_done_callback(lambda g: on_classified(g, boxes))
+            except BaseException as e:  # noqa: BLE001
+                fail(e)
+
+        self.det_batcher.submit([frame.image], cancelled).add_done_callback(on_detected)
+        return out
+
+    def _observe_frame(self, t0: float, n_faces: int) -> None:
+        if self.metrics is not None:
+            self.metrics.frame_latency.observe(time.perf_counter() - t0)
+            self.metrics.frames.inc()
+            self.metrics.faces.inc(n_faces)
+
+    @staticmethod
+    def _outcome(frame: Frame, d: FaceBoxes, scored: list[tuple[float, list[float]]]) -> FrameOutcome:
+        faces = [
+            Face(
+                box=[round(float(v), 2) for v in d.boxes[j]],
+                det_score=float(d.scores[j]),
+                keypoints=np.round(d.keypoints[j], 2).tolist(),
+                frame=frame.index,
+                time=frame.time,
+                score=p,
+                member_scores=m,
+            )
+            for j, (p, m) in enumerate(scored)
+        ]
+        score = aggregate.frame_score([f.score for f in faces])
+        return FrameOutcome(FrameScore(frame.index, frame.time, score, len(faces)), faces)
+
+    def run_frames(
+        self, frames: Iterable[Frame], cancelled: Predicate | None = None, window: int | None = None
+    ) -> Iterator[tuple[Frame, FrameOutcome]]:
+        """Results in input order with at most ``window`` frames in flight (for sources that never block).
+
+        Leaving early (error, caller gone, generator closed) cancels the frames still queued.
+        """
+        window = max(1, window or self.config.stream_window)
+        stop = threading.Event()
+
+        def gone() -> bool:
+            return stop.is_set() or (cancelled is not None and cancelled())
+
+        pending: deque[tuple[Frame, Future]] = deque()
+        try:
+            for fr in frames:
+                if gone():
+                    raise Cancelled("caller cancelled")
+                pending.append((fr, self.submit_frame(fr, gone)))
+                while len(pending) >= window:
+                    head, fut = pending.popleft()
+                    yield head, wait_future(fut, gone)
+            while pending:
+                head, fut = pending.popleft()
+                yield head, wait_future(fut, gone)
+        finally:
+            stop.set()
+
+    def analyze_frames(
+        self,
+        frames: Iterable[Frame],
+        name: str,
+        kind: str = "video",
+        cancelled: Predicate | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Analysis:
+        """Same aggregation as ``Detector.analyze_frames``, over the shared batchers."""
+        acc = Accumulator(name, kind, self.classifier.name, self.threshold)
+        for _, out in self.run_frames(frames, cancelled):
+            acc.add(out)
+            if progress:
+                progress(acc.n)
+        return acc.result()
+
+    # -- whole inputs -------------------------------------------------------------------------------------------
+    def analyze_image(self, image: np.ndarray, name: str, cancelled: Predicate | None = None) -> Analysis:
+        return self.analyze_frames([Frame(image, 0, None)], name, "image", cancelled)
+
+    def analyze_image_bytes(self, data: bytes, name: str, cancelled: Predicate | None = None) -> Analysis:
+        if len(data) > self.config.max_message_bytes:
+            raise MediaError(
+                f"{name}: image is {len(data)} bytes, over the limit of {self.config.max_message_bytes} bytes"
+            )
+        image = load_image(data, name=name, max_pixels=self.config.max_frame_pixels)
+        return self.analyze_image(image, name, cancelled)
+
+    def video_frames(
+        self,
+        f: IO[bytes],
+        name: str,
+        *,
+        fps: float | None = None,
+        every_frame: bool | None = None,
+        max_frames: int | None = None,
+    ) -> Iterator[Frame]:
+        """Sampled frames of a seekable in-memory / anonymous-temp-file video, after the limit checks.
+
+        MediaError (naming ``name``) for undecodable input, bad sampling options or a video over the
+        per-frame pixel or duration limit.
+        """
+        cfg = self.config
+        fps = cfg.fps if fps is None else fps
+        every_frame = cfg.every_frame if every_frame is None else every_frame
+        max_frames = cfg.max_frames if max_frames is None else max_frames
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise MediaError(f"{name}: fps must be a positive number, got {fps}")
+        if max_frames is not None and max_frames <= 0:
+            raise MediaError(f"{name}: max_frames must be positive, got {max_frames}")
+        info = video_info(f, name=name)
+        if info["width"] * info["height"] > cfg.max_frame_pixels:
+            raise MediaError(
+                f"{name}: video frames are {info['width']}x{info['height']}, over the limit of "
+                f"{cfg.max_frame_pixels / 1e6:.1f} MP per frame"
+            )
+        if info["duration"] is not None and info["duration"] > cfg.max_video_seconds:
+            raise MediaError(
+                f"{name}: video is {info['duration']:.1f} s long, over the limit of {cfg.max_video_seconds:g} s"
+            )
+        f.seek(0)
+        frames = iter_video_frames(f, fps=fps, every_frame=every_frame, max_frames=max_frames, name=name)
+
+        def limited() -> Iterator[Frame]:  # headerless streams have no duration: enforce it while decoding
+            for fr in frames:
+                if fr.time is not None and fr.time > cfg.max_video_seconds:
+                    raise MediaError(f"{name}: video runs past the limit of {cfg.max_video_seconds:g} s")
+                yield fr
+
+        return limited()
+
+    def analyze_video_file(
+        self,
+        f: IO[bytes],
+        name: str,
+        *,
+        fps: float | None = None,
+        every_frame: bool | None = None,
+        max_frames: int | None = None,
+        cancelled: Predicate | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Analysis:
+        frames = self.video_frames(f, name, fps=fps, every_frame=every_frame, max_frames=max_frames)
+        return self.analyze_frames(frames, name, "video", cancelled, progress)
+
+    def score_crops(
+        self, crops: list[np.ndarray], cancelled: Predicate | None = None
+    ) -> list[tuple[float, list[float]]]:
+        """Face crops the caller cut itself, resized like ``Detector(face_crops=True)`` does."""
+        import cv2
+
+        s = self.size
+        resized = [
+            c
+            if c.shape[:2] == (s, s)
+            else cv2.resize(
+                c, (s, s), interpolation=cv2.INTER_AREA if min(c.shape[:2]) > s else cv2.INTER_LINEAR
+            )
+            for c in crops
+        ]
+        if self.stop_reading():
+            raise ShuttingDown("server is shutting down")
+        return wait_future(self.cls_batcher.submit(resized, cancelled), cancelled)
+
+    # -- info and lifecycle ------------------------------------------------------------------------------------
+    def model_info(self) -> dict:
+        cfg = self.config
+        return {
+            "model": self.classifier.name,
+            "input_size": self.size,
+            "threshold": self.threshold,
+            "detector": getattr(self.face_detector, "name", type(self.face_detector).__name__),
+            "provider": self.classifier.provider,
+            "metadata_json": json.dumps(self.classifier.meta, default=str, sort_keys=True),
+            "limits": {
+                "max_message_bytes": cfg.max_message_bytes,
+                "max_frame_pixels": cfg.max_frame_pixels,
+                "max_video_bytes": cfg.max_video_bytes,
+                "max_video_seconds": cfg.max_video_seconds,
+                "max_faces_per_batch": cfg.max_faces_per_batch,
+                "stream_window": cfg.stream_window,
+            },
+            "server_version": __version__,
+        }
+
+    def begin_drain(self, grace_s: float) -> None:
+        """Stop taking new work; open streams keep being read for half the grace period, then flushed."""
+        self.draining = True
+        self._read_deadline = time.monotonic() + grace_s / 2
+
+    def stop_reading(self) -> bool:
+        return self.draining and time.monotonic() >= self._read_deadline
+
+    def close(self) -> None:
+        self.det_batcher.close()
+        self.cls_batcher.close()
