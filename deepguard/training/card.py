@@ -32,8 +32,8 @@ def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = N
 
 ## What it is
 A fused ensemble of two ImageNet-initialised backbones, each with one logit head, averaged as probabilities
-*inside* the ONNX graph (weights below). Input: uint8 RGB face crops, NHWC, {summary.get("input_size", 160)}×
-{summary.get("input_size", 160)} (square face box + 30 % margin per side); each member's resize and ImageNet
+*inside* the ONNX graph (weights below). Input: uint8 RGB face crops, NHWC, {summary.get("input_size", 160)}×{summary.get("input_size", 160)}
+(square face box + 30 % margin per side); each member's resize and ImageNet
 normalisation are in the graph. Outputs: `prob` (P(fake)) and `member_probs`.
 
 | member | weight | val ROC-AUC (alone) |
@@ -63,7 +63,8 @@ budget split between the members. Training time: {_fmt(summary.get("train_second
 
 INT8 vs FP32: ΔAUC {_fmt(val["int8_vs_fp32"]["delta_auc"])}, decision agreement
 {_fmt(val["int8_vs_fp32"]["decision_agreement"])}. Conversion parity (Keras vs ONNX FP32 max |Δlogit|, FP16 max
-|Δprob|): see `parity.json` — passed: `{json.dumps(par.get("passed", {}))}`.
+|Δprob|, INT8 agreement ≥ 0.99): see `parity.json` — per check passed:
+`{json.dumps({k: v.get("passed") for k, v in par.get("checks", {}).items()})}`.
 {lat}
 ## Limits
 - DFDC val is in-domain. Other datasets (other generators, reenactment, GAN faces, heavy re-encoding) will score

@@ -209,6 +209,7 @@ def build_default_model(
 
         latency = per_face_latency({p: res[p] for p in ("fp32", "int8")}, np.asarray(val.images[:16]))
         summary["latency"] = latency
+        (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
         write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md", latency=latency)
         (DEFAULT_DIR / "metrics.json").write_text(
             json.dumps(
