@@ -15,6 +15,8 @@ DeepGuard endpoints: ``POST /v1/analyze`` (image or video, query ``fps``, ``ever
 returns the full result - the same JSON record as ``deepguard detect --format jsonl``; ``GET /v1/model``;
 ``GET /healthz``. Uploads live in memory up to 16 MiB, beyond that in an anonymous temporary file; the
 client's file name is only ever used as a label.
+
+The web app (:mod:`deepguard.web`: the page at ``/`` and its ``/api/`` routes) is mounted on the same app.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from deepguard.serving.batcher import Closed, Overloaded
 from deepguard.serving.config import MiB, ServerConfig
 from deepguard.serving.engine import Engine, ShuttingDown
 from deepguard.serving.metrics import Metrics
+from deepguard.web import is_public
+from deepguard.web import register as register_web
 
 log = logging.getLogger("deepguard.server.rest")
 
@@ -69,7 +73,9 @@ def origin_body(a: Analysis | None, error: str | None = None) -> dict:
     return {"msg": {"result": ORIGIN_RESULT[a.verdict], "prob": prob}}
 
 
-def create_app(engine: Engine, metrics: Metrics | None = None, token: str | None = None) -> Flask:
+def create_app(
+    engine: Engine, metrics: Metrics | None = None, token: str | None = None, web: bool = True
+) -> Flask:
     """The WSGI app; any WSGI server can host it as long as it shares the process with ``engine``."""
     cfg = engine.config
     app = Flask("deepguard.rest")
@@ -85,7 +91,11 @@ def create_app(engine: Engine, metrics: Metrics | None = None, token: str | None
         g.slot = False
         if request.method == "OPTIONS" or request.path == "/healthz":
             return None
-        if token and not token_ok(request.headers.get("Authorization"), token):
+        if (
+            token
+            and not is_public(request.path)
+            and not token_ok(request.headers.get("Authorization"), token)
+        ):
             raise ApiError(401, "missing or invalid bearer token: send 'Authorization: Bearer <token>'")
         if engine.draining:
             raise ApiError(503, "server is shutting down")
@@ -106,8 +116,10 @@ def create_app(engine: Engine, metrics: Metrics | None = None, token: str | None
     def _account(resp):
         dt = time.perf_counter() - g.get("t0", time.perf_counter())
         if metrics is not None:
-            metrics.requests.labels(f"REST {request.path}", str(resp.status_code)).inc()
-            metrics.request_latency.labels(f"REST {request.path}").observe(dt)
+            # the route, not the path: /api/history/<int:entry_id> must not make a label per entry
+            route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+            metrics.requests.labels(f"REST {route}", str(resp.status_code)).inc()
+            metrics.request_latency.labels(f"REST {route}").observe(dt)
         log.info(
             "%s %s %s",
             request.method,
@@ -218,6 +230,8 @@ def create_app(engine: Engine, metrics: Metrics | None = None, token: str | None
             return jsonify({"status": "NOT_SERVING"}), 503
         return jsonify({"status": "SERVING"})
 
+    if web:
+        register_web(app, engine, cfg)
     return app
 
 

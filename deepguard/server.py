@@ -181,6 +181,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-rest", action="store_true", help="do not serve the REST API")
     g.add_argument("--metrics-port", type=int, default=d.metrics_port, help="Prometheus /metrics port")
     g.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    g.add_argument(
+        "--history-db",
+        metavar="PATH",
+        help="SQLite file for the web app's history (default $XDG_DATA_HOME/deepguard/history.sqlite3)",
+    )
     s = p.add_argument_group("security")
     s.add_argument("--tls-cert", help="PEM certificate chain (enables TLS on every port)")
     s.add_argument("--tls-key", help="PEM private key for --tls-cert")
@@ -239,6 +244,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         every_frame=args.every_frame,
         max_frames=args.max_frames,
         grace_s=args.grace_s,
+        history_db=args.history_db,
     )
 
 

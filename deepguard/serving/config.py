@@ -52,6 +52,8 @@ class ServerConfig:
     max_frames: int | None = None
     # lifecycle
     grace_s: float = 30.0
+    # web app (on the REST port): SQLite history file; None = $XDG_DATA_HOME/deepguard/history.sqlite3
+    history_db: str | None = None
 
     @property
     def tls(self) -> bool:
