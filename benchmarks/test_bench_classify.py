@@ -18,8 +18,12 @@ def crops() -> np.ndarray:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_classify_batch16(benchmark, crops: np.ndarray, precision: str) -> None:
+def test_classify_batch16(benchmark, perf, crops: np.ndarray, precision: str) -> None:
     clf = FaceClassifier(precision=precision, batch_size=BATCH)
     clf.score(crops)  # warm-up
     benchmark.extra_info["faces_per_call"] = BATCH
     benchmark.pedantic(clf.score, args=(crops,), rounds=15, iterations=1, warmup_rounds=2)
+    ms = benchmark.stats.stats.median / BATCH * 1e3
+    perf.add(
+        "classifier (default model, 160 px)", f"{precision}, batch {BATCH}, default threads", ms, "ms/face"
+    )

@@ -143,7 +143,7 @@ def test_16_streams_lockstep_latency(benchmark, client, frames) -> None:
     assert statistics.median(lat_all) > 0
 
 
-def test_interleaved_ratio(benchmark, det, client, frames) -> None:
+def test_interleaved_ratio(benchmark, perf, det, client, frames) -> None:
     """The shared CPU drifts between tests: alternate the three modes and compare medians of the same rounds."""
     per = [frames[k::STREAMS] for k in range(STREAMS)]
     modes = {
@@ -164,6 +164,10 @@ def test_interleaved_ratio(benchmark, det, client, frames) -> None:
     fps = {m: N / statistics.median(ts) for m, ts in times.items()}
     base = fps["in-process"]
     benchmark.extra_info.update({f"{m} frames/s": round(v, 1) for m, v in fps.items()})
+    for m, v in fps.items():
+        perf.add(
+            "server (640x360, 1 face)", f"{m} (interleaved)", v, "frames/s", f"{v / base:.2f}x in-process"
+        )
     print(
         "\n[bench] interleaved medians: "
         + ", ".join(f"{m} {v:.1f} frames/s ({v / base:.2f}x)" for m, v in fps.items())

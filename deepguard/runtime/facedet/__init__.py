@@ -28,8 +28,17 @@ class FaceDetector(Protocol):
     def detect(self, frames: Sequence[np.ndarray]) -> list[FaceBoxes]: ...
 
 
-def load_detector(spec: str | None = None, providers: Sequence[str] | None = None) -> FaceDetector:
+def load_detector(
+    spec: str | None = None,
+    providers: Sequence[str] | None = None,
+    *,
+    threads: int | None = None,
+    spin: bool | None = None,
+) -> FaceDetector:
     """Build a detector from a spec string.
+
+    ``threads``/``spin`` tune BlazeFace's onnxruntime session (see ``deepguard.runtime.providers``); SCRFD
+    sessions are created by insightface and keep its defaults.
 
     ``None`` / ``"blazeface"`` / ``"blazeface:full"``: BlazeFace full range (default).
     ``"blazeface:short"``: BlazeFace short range (faces within ~2 m, fastest).
@@ -46,7 +55,7 @@ def load_detector(spec: str | None = None, providers: Sequence[str] | None = Non
             raise ValueError(
                 f"unknown BlazeFace variant {arg!r} in detector spec {spec!r}; use full or short"
             )
-        return BlazeFaceDetector(model=variant, providers=providers)
+        return BlazeFaceDetector(model=variant, providers=providers, threads=threads, spin=spin)
     if kind == "scrfd":
         if not arg.strip():
             raise ValueError(f"detector spec {spec!r} needs a model path: scrfd:/path/model.onnx")

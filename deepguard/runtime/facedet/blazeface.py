@@ -266,6 +266,7 @@ class BlazeFaceDetector:
         model_path: str | Path | None = None,
         threads: int | None = None,
         max_batch: int = MAX_BATCH,
+        spin: bool | None = None,
     ) -> None:
         if model not in MODEL_CONFIGS:
             raise ValueError(f"unknown BlazeFace model {model!r}; use 'full' or 'short'")
@@ -284,7 +285,7 @@ class BlazeFaceDetector:
             self.config.input_size, self.config.strides, self.config.interpolated_scale_aspect_ratio
         )
         path = Path(model_path) if model_path is not None else DATA_DIR / self.config.file
-        self.session = _open_session(path, providers, threads)
+        self.session = _open_session(path, providers, threads, spin)
         self._check_io(path)
 
     # -- model plumbing -------------------------------------------------------------------------
@@ -452,21 +453,20 @@ class BlazeFaceDetector:
         return FaceBoxes(boxes[ok], scores[ok].astype(np.float32), kps[ok].astype(np.float32))
 
 
-def _open_session(path: Path, providers: Sequence[str] | None, threads: int | None):
-    """Create the onnxruntime session, turning every failure into a ModelError naming the file."""
-    import onnxruntime as ort
+def _open_session(path: Path, providers: Sequence[str] | None, threads: int | None, spin: bool | None = None):
+    """Create the onnxruntime session, turning every failure into a ModelError naming the file.
+
+    Session options, providers (TensorRT dynamic-batch profile, FP16, engine cache), the TensorRT -> CUDA -> CPU
+    fallback and its log line come from ``deepguard.runtime.providers.make_session``, so the detector is tuned
+    like the classifier; CPU unless asked otherwise.
+    """
+    from deepguard.runtime.providers import make_session
 
     if not path.is_file():
         raise ModelError(
             f"{path}: BlazeFace ONNX model not found; regenerate it with `deepguard export-detector`"
         )
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(
-            str(path), sess_options=opts, providers=list(providers or ["CPUExecutionProvider"])
-        )
-    except Exception as exc:  # onnxruntime raises several unrelated types for bad files
-        raise ModelError(f"{path}: cannot load BlazeFace ONNX model: {exc}") from exc
+        return make_session(path, list(providers or ["CPUExecutionProvider"]), threads, spin=spin)
+    except ModelError as exc:  # make_session names the file; say which model it is
+        raise ModelError(f"{path}: cannot load BlazeFace ONNX model: {exc.__cause__ or exc}") from exc
