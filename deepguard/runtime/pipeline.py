@@ -72,6 +72,31 @@ def _check_frame(img: np.ndarray, name: str) -> np.ndarray:
     return img
 
 
+def assemble_faces(
+    frame: Frame, d: FaceBoxes, probs: Sequence[float], members: Sequence[Sequence[float]]
+) -> list[Face]:
+    """Scored ``Face`` records for one frame's detections (boxes/keypoints rounded to 0.01 px).
+
+    The one place that builds faces, shared by this pipeline and the server's engine, so both report identical
+    numbers for the same frame.
+    """
+    boxes = [[round(v, 2) for v in row] for row in d.boxes.tolist()]
+    scores = d.scores.tolist()
+    kps = np.round(d.keypoints, 2).tolist()
+    return [
+        Face(
+            box=boxes[j],
+            det_score=scores[j],
+            keypoints=kps[j],
+            frame=frame.index,
+            time=frame.time,
+            score=float(probs[j]),
+            member_scores=[float(v) for v in members[j]],
+        )
+        for j in range(len(d))
+    ]
+
+
 class Detector:
     """Face-level deepfake detector over images, videos and frame streams."""
 
@@ -173,24 +198,7 @@ class Detector:
         out, k = [], 0
         for f, d in zip(frames, dets, strict=False):
             n = len(d)
-            # Python's round(), as the server's engine does, so both give identical numbers.
-            boxes = [[round(v, 2) for v in row] for row in d.boxes.tolist()]
-            scores = d.scores.tolist()
-            kps = np.round(d.keypoints, 2).tolist()
-            out.append(
-                [
-                    Face(
-                        box=boxes[j],
-                        det_score=scores[j],
-                        keypoints=kps[j],
-                        frame=f.index,
-                        time=f.time,
-                        score=probs_l[k + j],
-                        member_scores=members_l[k + j],
-                    )
-                    for j in range(n)
-                ]
-            )
+            out.append(assemble_faces(f, d, probs_l[k : k + n], members_l[k : k + n]))
             k += n
         return out
 

@@ -33,7 +33,7 @@ from deepguard.errors import MediaError
 from deepguard.runtime import aggregate
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, video_info
-from deepguard.runtime.pipeline import Detector
+from deepguard.runtime.pipeline import Detector, assemble_faces
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
 from deepguard.serving.batcher import BatchObserver, Cancelled, DynamicBatcher
 from deepguard.serving.config import ServerConfig
@@ -219,18 +219,7 @@ class Engine:
 
     @staticmethod
     def _outcome(frame: Frame, d: FaceBoxes, scored: list[tuple[float, list[float]]]) -> FrameOutcome:
-        faces = [
-            Face(
-                box=[round(float(v), 2) for v in d.boxes[j]],
-                det_score=float(d.scores[j]),
-                keypoints=np.round(d.keypoints[j], 2).tolist(),
-                frame=frame.index,
-                time=frame.time,
-                score=p,
-                member_scores=m,
-            )
-            for j, (p, m) in enumerate(scored)
-        ]
+        faces = assemble_faces(frame, d, [p for p, _ in scored], [m for _, m in scored])
         score = aggregate.frame_score([f.score for f in faces])
         return FrameOutcome(FrameScore(frame.index, frame.time, score, len(faces)), faces)
 
