@@ -50,17 +50,9 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = 25, codec: str 
 
 def moving_face_frames(face: np.ndarray, n: int, size: tuple[int, int] = (480, 360)) -> list[np.ndarray]:
     """A face pasted on a grey canvas, sliding horizontally: detection must follow it."""
-    import cv2
+    from deepguard.bench.clips import sliding_face_frames
 
-    w, h = size
-    f = cv2.resize(face, (h // 2, h // 2))
-    out = []
-    for i in range(n):
-        canvas = np.full((h, w, 3), 90, np.uint8)
-        x = int((w - f.shape[1]) * i / max(n - 1, 1))
-        canvas[h // 4 : h // 4 + f.shape[0], x : x + f.shape[1]] = f
-        out.append(canvas)
-    return out
+    return sliding_face_frames(n, size, face)
 
 
 @pytest.fixture(scope="session")

@@ -72,12 +72,14 @@ def frames_720p(n: int, fps: float = 25.0) -> list[np.ndarray]:
     return out
 
 
-def sliding_face_frames(n: int, size: tuple[int, int] = (640, 360)) -> list[np.ndarray]:
-    """The astronaut's face sliding across a grey canvas (the server benchmark's frames; one face each)."""
+def sliding_face_frames(
+    n: int, size: tuple[int, int] = (640, 360), face: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """A face (default: the astronaut's) sliding across a grey canvas: one face per frame, detection must follow."""
     import cv2
 
     w, h = size
-    f = cv2.resize(astronaut_face(), (h // 2, h // 2))
+    f = cv2.resize(astronaut_face() if face is None else face, (h // 2, h // 2))
     out = []
     for i in range(n):
         canvas = np.full((h, w, 3), 90, np.uint8)
