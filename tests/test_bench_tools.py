@@ -66,7 +66,8 @@ def test_default_models_mac_counts() -> None:
 
     fp32, int8 = count_macs(default_model_path("fp32")), count_macs(default_model_path("int8"))
     assert 0.2e9 < fp32.macs < 0.6e9  # MobileNetV2 + EfficientNet-Lite0 at 160 px
-    assert fp32.int8_macs == 0 and int8.int8_macs > 0.99 * int8.macs
+    # INT8 file: most MACs in INT8; the FP32 stem (first convs of each backbone, see convert/int8.py) stays float
+    assert fp32.int8_macs == 0 and 0.6 * int8.macs < int8.int8_macs < int8.macs
     assert abs(int8.macs - fp32.macs) < 0.01 * fp32.macs  # same network, different precision
     assert 0.05e9 < count_macs(DATA_DIR / "blazeface_full.onnx").macs < 0.2e9
 

@@ -196,6 +196,54 @@ def test_int8_agrees_with_fp32(built):
     assert check["passed"] and abs(check["delta_auc"]) <= 0.01
 
 
+def test_int8_recipe_recorded(built):
+    """The INT8 file says how it was built and how well it agreed with FP32 on the calibration crops."""
+    recipe = read_metadata(built["result"]["int8"])["int8_recipe"]
+    assert recipe["calibration_crops"] == 96 and recipe["check_crops"] == 96
+    assert recipe["calibration_agreement"] >= 0.9 and recipe["threshold"] == 0.5
+    assert recipe["fp32_stem_convs"] == 6  # capped to nothing on these 2-3-conv nets: still quantised
+
+
+def test_int8_fp32_stem_is_contiguous_and_capped():
+    """The FP32 stem is everything upstream of the k-th conv of each backbone, at most a quarter of its convs."""
+    from onnx import TensorProto, helper
+
+    from deepguard.convert.int8 import _stem_nodes
+
+    nodes = [helper.make_node("Mul", ["x", "s"], ["n"], name="m0_a/norm")]
+    prev = "n"
+    for i in range(8):
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"m0_a/conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"m0_a/relu{i}"))
+        prev = f"r{i}"
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)],
+    )
+    model = helper.make_model(graph)
+    assert _stem_nodes(model, 1) == ["m0_a/conv0", "m0_a/norm"]
+    assert _stem_nodes(model, 6) == ["m0_a/conv0", "m0_a/conv1", "m0_a/norm", "m0_a/relu0"]  # 8 // 4 = 2
+    assert _stem_nodes(model, 0) == []
+
+
+def test_gptq_rounding_beats_round_to_nearest():
+    """GPTQ keeps the int8 grid but lowers the output error on correlated inputs."""
+    from deepguard.convert.int8 import _gptq_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16)) @ rng.normal(size=(16, 16))  # correlated input channels
+    w = rng.normal(size=(8, 16))
+    scale = np.abs(w).max(axis=1) / 127
+    q = _gptq_rows(w, x.T @ x, scale)
+    rtn = np.clip(np.round(w / scale[:, None]), -128, 127)
+    assert q is not None and q.min() >= -128 and q.max() <= 127
+    err = np.mean((x @ (q * scale[:, None]).T - x @ w.T) ** 2)
+    err_rtn = np.mean((x @ (rtn * scale[:, None]).T - x @ w.T) ** 2)
+    assert err < 0.8 * err_rtn
+
+
 def test_int8_member_graph_with_float_calibration(built, tmp_path):
     """to_int8 reads the model's input type: a float32 member graph is calibrated with float pixels."""
     src = built["result"]["members"]["a"]

@@ -172,7 +172,7 @@ def build_ensemble(
         if calibration_crops is None:
             print("deepguard convert: no calibration crops, INT8 model skipped", file=sys.stderr)
         else:
-            result["int8"] = to_int8(fp32, out / f"{stem}.int8.onnx", calibration_crops)
+            result["int8"] = to_int8(fp32, out / f"{stem}.int8.onnx", calibration_crops, threshold=threshold)
 
     ensemble_meta = {
         **common,
