@@ -72,14 +72,10 @@ def face_crops(clip_frames: list[np.ndarray]) -> np.ndarray:
 
 
 def _machine() -> dict:
-    from deepguard.bench.peak import cpu_peak
+    from deepguard.bench.gate import machine_info
 
-    p = cpu_peak()
     return {
-        "cpu": p.model,
-        "cores": p.cores,
-        "ghz_nominal": p.ghz,
-        "isa": p.isa,
+        **machine_info(),
         "python": platform.python_version(),
         "loadavg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
     }
@@ -93,7 +89,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     w("")
     w("=" * 30 + " DeepGuard benchmark summary " + "=" * 30)
     w(
-        f"machine: {machine['cpu']}, {machine['cores']} cores @ {machine['ghz_nominal']} GHz nominal, {machine['isa']}"
+        f"machine: {machine['cpu']}, {machine['cores']} cores @ {machine['ghz']} GHz nominal, {machine['isa']}"
     )
     sec_w = max(len(r["section"]) for r in _ROWS)
     met_w = max(len(r["metric"]) for r in _ROWS)
