@@ -33,6 +33,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     seed: int = 0
     augment: bool = True
+    sbi_fraction: float = (
+        0.0  # share of the fake half of each batch made of self-blended reals (needs landmarks)
+    )
     imagenet_weights: str | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
     aug: AugmentConfig = field(default_factory=AugmentConfig)
@@ -52,7 +55,30 @@ def _balanced_indices(labels: np.ndarray, seed: int):
         pos[c] += 1
 
 
-def make_datasets(train: CropSet, val: CropSet, cfg: TrainConfig):
+def training_stream(train: CropSet, cfg: TrainConfig, points: np.ndarray | None = None, valid=None):
+    """Endless (crop, label) stream: half real, half fake; ``cfg.sbi_fraction`` of the fakes are self-blended.
+
+    Why a mix: DFDC fakes teach what today's face-swaps look like in this domain; self-blended reals teach the
+    method-agnostic blending evidence that carries to other datasets (see ``training/sbi.py``). A self-blended
+    fake is made from a random real crop with usable landmarks (``valid``), fresh each time, seeded.
+    """
+    from deepguard.training.sbi import self_blend
+
+    rng = np.random.default_rng(cfg.seed + 1000)
+    use_sbi = cfg.sbi_fraction > 0 and points is not None
+    sources = (
+        np.flatnonzero((train.labels == 0) & (valid if valid is not None else True)) if use_sbi else None
+    )
+    one = np.ones((1,), np.float32)
+    for i in _balanced_indices(train.labels, cfg.seed):
+        if use_sbi and train.labels[i] == 1 and rng.random() < cfg.sbi_fraction:
+            j = int(rng.choice(sources))
+            yield self_blend(np.asarray(train.images[j]), points[j], rng)[0], one
+        else:
+            yield train.images[i], train.labels[i : i + 1]
+
+
+def make_datasets(train: CropSet, val: CropSet, cfg: TrainConfig, points=None, valid=None):
     import tensorflow as tf
 
     from deepguard.training.augment import augment
@@ -61,8 +87,7 @@ def make_datasets(train: CropSet, val: CropSet, cfg: TrainConfig):
     spec = (tf.TensorSpec((s, s, 3), tf.uint8), tf.TensorSpec((1,), tf.float32))
 
     def gen_train():
-        for i in _balanced_indices(train.labels, cfg.seed):
-            yield train.images[i], train.labels[i : i + 1]
+        yield from training_stream(train, cfg, points, valid)
 
     def gen_val():
         for i in range(len(val.labels)):
@@ -102,8 +127,13 @@ def predict_logits(model, images: np.ndarray, batch: int = 64) -> np.ndarray:
     return np.concatenate(out)[:, 0]
 
 
-def train_member(train: CropSet, val: CropSet, out_dir: str | Path, cfg: TrainConfig) -> dict:
-    """Train, keep the best-validation-AUC model as ``<out>/<arch>.keras``; returns a summary dict."""
+def train_member(
+    train: CropSet, val: CropSet, out_dir: str | Path, cfg: TrainConfig, points=None, valid=None
+) -> dict:
+    """Train, keep the best-validation-AUC model as ``<out>/<arch>.keras``; returns a summary dict.
+
+    ``points`` (N, K, 2) landmarks of the training crops (``valid`` marks usable ones) enable self-blended fakes.
+    """
     import keras
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
@@ -121,7 +151,7 @@ def train_member(train: CropSet, val: CropSet, out_dir: str | Path, cfg: TrainCo
             keras.metrics.BinaryAccuracy(threshold=0.0, name="acc"),
         ],
     )
-    ds_train, ds_val = make_datasets(train, val, cfg)
+    ds_train, ds_val = make_datasets(train, val, cfg, points, valid)
     steps = cfg.steps_per_epoch or int(np.ceil(len(train.labels) / cfg.batch_size))
     t0 = time.time()
 

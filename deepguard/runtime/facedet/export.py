@@ -56,7 +56,7 @@ def tflite_path(model: str) -> Path:
     return path
 
 
-def _run_tf2onnx(src: Path, dst: Path) -> None:
+def run_tf2onnx(src: Path, dst: Path) -> None:
     """Run tf2onnx in a child process: keeps TensorFlow out of this interpreter."""
     cmd = [sys.executable, "-m", "tf2onnx.convert", "--tflite", str(src), "--output", str(dst)]
     cmd += ["--opset", str(OPSET)]
@@ -161,7 +161,7 @@ def convert_one(model: str, dst: Path) -> Path:
     src = tflite_path(model)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
-        _run_tf2onnx(src, raw)
+        run_tf2onnx(src, raw)
         proto = onnx.load(str(raw))
     make_batch_dynamic(proto)
     _rename_outputs(proto)
