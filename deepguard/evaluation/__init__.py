@@ -1,4 +1,5 @@
-"""Offline evaluation: labelled sets, binary metrics (incl. EER), frame -> video grouping, reports, plots.
+"""Offline evaluation: labelled sets, binary metrics (incl. EER), frame -> video grouping, reports, plots,
+robustness under perturbations (JPEG, downscaling, blur, noise).
 
 matplotlib is imported only when a plot is drawn, so metrics-only callers stay light.
 """
@@ -20,6 +21,13 @@ from deepguard.evaluation.metrics import (
     equal_error_rate,
     group_scores,
 )
+from deepguard.evaluation.perturb import (
+    Perturbation,
+    PerturbationError,
+    parse_perturbations,
+    robustness_from_files,
+    robustness_table,
+)
 from deepguard.evaluation.plots import RocSeries, frames_to_series, plot_roc, plot_scores_over_time
 from deepguard.evaluation.report import format_table, to_jsonable, write_json
 
@@ -30,6 +38,8 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "DatasetError",
     "GroupedScores",
+    "Perturbation",
+    "PerturbationError",
     "RocSeries",
     "Sample",
     "binary_metrics",
@@ -38,8 +48,11 @@ __all__ = [
     "frames_to_series",
     "group_scores",
     "load_labelled",
+    "parse_perturbations",
     "plot_roc",
     "plot_scores_over_time",
+    "robustness_from_files",
+    "robustness_table",
     "to_jsonable",
     "write_json",
 ]

@@ -3,6 +3,10 @@
 Frame level: one score per image (or per sampled video frame). Video level: frames grouped by video id (the
 manifest's ``group`` column or ``--group-pattern``) with the same rule the runtime uses for videos, so offline
 numbers match what users see. Samples where no face was found are excluded from the metrics and counted.
+
+``--perturb SPEC`` (``deepguard.evaluation.perturb``) scores the same samples again under each perturbation,
+applied to every decoded image / sampled video frame before face detection, and adds a robustness table
+(ROC-AUC and its drop vs clean, accuracy, EER per condition). Each file is decoded once for all conditions.
 """
 
 from __future__ import annotations
@@ -13,79 +17,188 @@ from pathlib import Path
 
 import numpy as np
 
+from deepguard.errors import DeepGuardError, MediaError
 from deepguard.evaluation.dataset import VIDEO_EXTENSIONS, DatasetError, Sample, load_labelled
-from deepguard.evaluation.metrics import binary_metrics, group_scores
+from deepguard.evaluation.metrics import GroupedScores, binary_metrics, group_scores
+from deepguard.evaluation.perturb import (
+    CLEAN,
+    Perturbation,
+    format_robustness,
+    parse_perturbations,
+    robustness_row,
+    score_crops,
+)
 from deepguard.evaluation.report import format_table, write_json
 
+#: Sampled video frames kept in memory so that every perturbation reuses one decode; a video whose sampled
+#: frames exceed this (``--every-frame`` on a long clip) is decoded again per condition instead.
+FRAME_CACHE_BYTES = 1 << 30
 
-def score_face_crops(clf, samples: Sequence[Sample], batch: int = 64) -> list[float]:
-    """Fast path for crop datasets: decode, resize, and score in large batches (no detector)."""
-    import cv2
 
+def _decoded(samples: Sequence[Sample], batch: int):
     from deepguard.runtime.decode import load_image
 
-    s = clf.input_size
-    out: list[float] = []
     for i in range(0, len(samples), batch):
-        imgs = [load_image(x.path) for x in samples[i : i + batch]]
-        crops = np.stack(
-            [
-                cv2.resize(
-                    im, (s, s), interpolation=cv2.INTER_AREA if min(im.shape[:2]) > s else cv2.INTER_LINEAR
-                )
-                for im in imgs
-            ]
-        )
-        out.extend(float(p) for p in clf.score(crops)[0])
-    return out
+        yield [load_image(x.path) for x in samples[i : i + batch]]
+
+
+def score_face_crops(
+    clf, samples: Sequence[Sample], batch: int = 64, conditions: Sequence[Perturbation] | None = None
+):
+    """Fast path for crop datasets: decode, resize, and score in large batches (no detector).
+
+    Without ``conditions``: the scores, one float per sample. With them: ``{condition name: scores}``, each
+    image decoded once and perturbed per condition before the resize to the model input."""
+    by = score_crops(clf, _decoded(samples, batch), conditions or [CLEAN])
+    if conditions is None:
+        return [float(p) for p in by[CLEAN.name]]
+    return {k: [float(p) for p in v] for k, v in by.items()}
+
+
+def _video_frames(det, path: Path, budget: int | None):
+    """The video's sampled frames as a list, or None when they would exceed ``budget`` bytes (then the
+    caller re-decodes; ``budget=None`` returns the lazy iterator)."""
+    from deepguard.runtime.decode import iter_video_frames
+
+    it = iter_video_frames(path, fps=det.fps, every_frame=det.every_frame, max_frames=det.max_frames)
+    if budget is None:
+        return it
+    frames, size = [], 0
+    try:
+        for f in it:
+            frames.append(f)
+            size += f.image.nbytes
+            if size > budget:
+                return None
+    finally:
+        close = getattr(it, "close", None)
+        if close:
+            close()
+    return frames
+
+
+def analyze_perturbed(det, path: str | Path, conditions: Sequence[Perturbation]) -> dict:
+    """``det.analyze(path)`` under each condition: ``{condition name: Analysis}``.
+
+    The file is decoded once (videos: the sampled frames, up to :data:`FRAME_CACHE_BYTES`), each condition
+    perturbs the decoded image/frames before detection. Failures become ``verdict='error'`` analyses, as in
+    ``Detector.analyze``."""
+    from deepguard.runtime.decode import load_image, media_kind
+    from deepguard.runtime.types import Frame
+
+    name, kind, out = str(path), "image", {}
+    try:
+        kind = media_kind(path)
+        if kind == "image":
+            img = load_image(path)
+            return {c.name: det.analyze_image(c(img), name) for c in conditions}
+        cached = _video_frames(det, Path(path), FRAME_CACHE_BYTES)
+        for c in conditions:
+            src = cached if cached is not None else _video_frames(det, Path(path), None)
+            frames = (Frame(c(f.image), f.index, f.time) for f in src)
+            a = det.analyze_frames(frames, name=name, kind="video")
+            if a.frames_sampled == 0:
+                raise MediaError(f"{name}: no frames could be decoded")
+            out[c.name] = a
+        return out
+    except DeepGuardError as e:
+        err = det._error(name, kind, str(e))
+    except Exception as e:  # noqa: BLE001 - like Detector.analyze: one bad file must not stop the run
+        err = det._error(name, kind, f"{name}: internal error: {type(e).__name__}: {e}")
+    return {c.name: out.get(c.name, err) for c in conditions}
+
+
+def _levels(
+    scores, labels, groups, thr: float, source, known: dict[str, float] | None = None
+) -> tuple[dict, list[int], GroupedScores]:
+    """Frame- and video-level metrics of one condition (+ the kept frame indices and the video scores).
+
+    ``known`` holds the runtime's own score for groups that are exactly one video file: that score comes from the
+    person-level rule (faces tracked across frames, max over persons), which frame scores alone cannot rebuild, so
+    it replaces the frame-rule score and offline numbers match what users see.
+    """
+    from deepguard.runtime.aggregate import video_score
+
+    keep = [i for i, s in enumerate(scores) if s is not None]
+    frame_m = binary_metrics([labels[i] for i in keep], [scores[i] for i in keep], thr)
+    frame_m["no_face"] = len(scores) - len(keep)
+    try:
+        g = group_scores(scores, groups, labels, rule=lambda v: video_score(v))
+    except ValueError as e:  # e.g. DFDC's `group` = source video, shared by a real clip and its fakes
+        raise DatasetError(
+            f"{source}: {e}; choose the video id with --video-column or --group-pattern"
+        ) from e
+    for i, name in enumerate(g.groups):
+        if known and known.get(name) is not None:
+            g.scores[i] = known[name]
+    video_m = binary_metrics(g.labels, g.scores, thr)
+    video_m["no_face"] = len(g.skipped)
+    return {"frame": frame_m, "video": video_m}, keep, g
 
 
 def evaluate(args: argparse.Namespace) -> str:
     from tqdm import tqdm
 
     from deepguard.cli import _detector_from
-    from deepguard.runtime.aggregate import video_score
 
+    spec = getattr(args, "perturb", None)
+    conditions = parse_perturbations(spec) if spec else [CLEAN]  # a bad spec fails before any work
     samples = load_labelled(args.source, args.split, args.group_pattern, args.video_column)
     if args.limit and args.limit < len(samples):
         idx = np.linspace(0, len(samples) - 1, args.limit).round().astype(int)
         samples = [samples[i] for i in idx]
     det = _detector_from(args)
-    f_scores: list[float | None] = []
-    f_labels: list[int] = []
-    f_groups: list[str] = []
-    errors = 0
+    names = [c.name for c in conditions]
+    f_scores: dict[str, list[float | None]] = {n: [] for n in names}
+    f_labels: dict[str, list[int]] = {n: [] for n in names}
+    f_groups: dict[str, list[str]] = {n: [] for n in names}
+    errs = dict.fromkeys(names, 0)
+    per_group = {}
+    for x in samples:
+        per_group[x.group_key] = per_group.get(x.group_key, 0) + 1
+    known: dict[str, dict[str, float]] = {n: {} for n in names}
     if args.face_crops and not any(x.path.suffix.lower() in VIDEO_EXTENSIONS for x in samples):
-        f_scores = list(score_face_crops(det.classifier, samples))
-        f_labels = [x.label for x in samples]
-        f_groups = [x.group_key for x in samples]
+        by = score_face_crops(det.classifier, samples, conditions=conditions)
+        for n in names:
+            f_scores[n] = list(by[n])
+            f_labels[n] = [x.label for x in samples]
+            f_groups[n] = [x.group_key for x in samples]
     else:
         for x in tqdm(samples, desc="evaluate", unit="file", disable=None):
-            a = det.analyze(x.path)
-            errors += a.verdict == "error"
-            frames = [fr.score for fr in a.frames] if a.kind == "video" else [a.score]
-            f_scores += frames
-            f_labels += [x.label] * len(frames)
-            f_groups += [x.group_key] * len(frames)
-    keep = [i for i, s in enumerate(f_scores) if s is not None]
+            if len(conditions) == 1:
+                results = {CLEAN.name: det.analyze(x.path)}
+            else:
+                results = analyze_perturbed(det, x.path, conditions)
+            for n, a in results.items():
+                errs[n] += a.verdict == "error"
+                frames = [fr.score for fr in a.frames] if a.kind == "video" else [a.score]
+                if a.kind == "video" and per_group[x.group_key] == 1 and a.score is not None:
+                    known[n][str(x.group_key)] = a.score
+                f_scores[n] += frames
+                f_labels[n] += [x.label] * len(frames)
+                f_groups[n] += [x.group_key] * len(frames)
     thr = det.threshold
-    frame_m = binary_metrics([f_labels[i] for i in keep], [f_scores[i] for i in keep], thr)
-    frame_m["no_face"] = len(f_scores) - len(keep)
-    try:
-        g = group_scores(f_scores, f_groups, f_labels, rule=lambda v: video_score(v))
-    except ValueError as e:  # e.g. DFDC's `group` = source video, shared by a real clip and its fakes
-        raise DatasetError(
-            f"{args.source}: {e}; choose the video id with --video-column or --group-pattern"
-        ) from e
-    video_m = binary_metrics(g.labels, g.scores, thr)
-    video_m["no_face"] = len(g.skipped)
-    levels = {"frame": frame_m, "video": video_m}
+    by_condition = {
+        n: _levels(f_scores[n], f_labels[n], f_groups[n], thr, args.source, known[n]) for n in names
+    }
+    levels, keep, g = by_condition[CLEAN.name]
+    clean_scores, clean_labels, errors = f_scores[CLEAN.name], f_labels[CLEAN.name], errs[CLEAN.name]
+    frame_m = levels["frame"]
+    robustness = None
+    if len(conditions) > 1:
+        robustness = {
+            level: [
+                {**robustness_row(n, by_condition[n][0][level], levels[level]), "errors": errs[n]}
+                for n in names
+            ]
+            for level in ("frame", "video")
+        }
     if args.roc:
         from deepguard.evaluation.plots import RocSeries, plot_roc
 
         plot_roc(
-            [f_labels[i] for i in keep],
-            [f_scores[i] for i in keep],
+            [clean_labels[i] for i in keep],
+            [clean_scores[i] for i in keep],
             args.roc,
             title=f"ROC: {Path(args.source).name} ({det.model_name})",
             name="frames",
@@ -99,6 +212,7 @@ def evaluate(args: argparse.Namespace) -> str:
                 "split": args.split,
                 "levels": levels,
                 "errors": errors,
+                **({"perturb": names[1:], "robustness": robustness} if robustness else {}),
             },
             args.json,
         )
@@ -106,4 +220,12 @@ def evaluate(args: argparse.Namespace) -> str:
         f"model {det.model_name}; {len(samples)} samples; {errors} errors; "
         f"{frame_m['no_face']} frames without a face (excluded)"
     )
-    return head + "\n" + format_table(levels)
+    text = head + "\n" + format_table(levels)
+    if robustness:
+        text += (
+            "\n\nrobustness, frame level (each perturbation applied to the decoded media before face "
+            "detection/cropping):\n" + format_robustness(robustness["frame"])
+        )
+        if any(by_condition[n][0]["video"]["n"] != by_condition[n][0]["frame"]["n"] for n in names):
+            text += "\n\nrobustness, video level:\n" + format_robustness(robustness["video"])
+    return text
