@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,7 +31,7 @@ from deepguard.errors import DeepGuardError, MediaError
 from deepguard.proto import deepguard_pb2 as pb
 from deepguard.proto import deepguard_pb2_grpc as pb_grpc
 from deepguard.runtime import aggregate
-from deepguard.runtime.types import Analysis, Face, Frame, FrameScore
+from deepguard.runtime.types import Analysis, Face, Frame, FrameScore, Person
 from deepguard.serving import wire
 
 CHUNK = 1 << 20
@@ -76,6 +76,7 @@ class StreamSummary:
     faces: int
     model: str
     threshold: float
+    persons: list[Person] = field(default_factory=list)  # the score is the max over their scores
 
 
 def raw_image(image: np.ndarray, color_order: str = "rgb") -> pb.RawImage:
@@ -129,6 +130,7 @@ class FrameStream:
                         faces=s.faces,
                         model=s.model,
                         threshold=s.threshold,
+                        persons=[wire.person_from_pb(p) for p in s.persons],
                     )
                     continue
                 yield StreamResult(

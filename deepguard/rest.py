@@ -8,7 +8,10 @@ Origin endpoints, exactly as the origin web and mobile apps call them (multipart
 ``prob`` is always P(fake) in percent with two decimals, as a string - also for "Real" (a real verdict
 reads e.g. "3.41", i.e. 96.59 % likely real), because one meaning for the field is easier to get right in a
 client than a number whose meaning flips with the verdict. "No Faces" and "Error" carry "0.00": there is
-no score, read ``result``. Errors keep the origin shape, add a top-level ``"error"`` message naming the
+no score, read ``result``. The origin clients know only Real and Fake, so the graded ``"uncertain"`` verdict
+(a calibrated model with an uncertain band, see :mod:`deepguard.convert.calibrate`) is answered as the binary
+verdict at the model threshold: "Fake" if ``score >= threshold`` else "Real" (``prob`` still tells how close it
+was); ``/v1/analyze`` and the web app show the graded verdict. Errors keep the origin shape, add a top-level ``"error"`` message naming the
 problem and use HTTP 400 (bad media), 401 (token), 413 (too large) or 503 (busy / shutting down).
 
 DeepGuard endpoints: ``POST /v1/analyze`` (image or video, query ``fps``, ``every_frame``, ``max_frames``)
@@ -32,6 +35,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from deepguard.errors import MediaError
 from deepguard.output import to_record
+from deepguard.runtime import aggregate
 from deepguard.runtime.decode import media_kind
 from deepguard.runtime.types import Analysis
 from deepguard.serving import wire
@@ -70,7 +74,10 @@ def origin_body(a: Analysis | None, error: str | None = None) -> dict:
         body["error"] = error or (a.error if a else "error")
         return body
     prob = "0.00" if a.score is None else f"{a.score * 100:.2f}"
-    return {"msg": {"result": ORIGIN_RESULT[a.verdict], "prob": prob}}
+    verdict = a.verdict
+    if verdict == "uncertain":  # origin clients only know Real/Fake: the binary verdict at the threshold
+        verdict = aggregate.verdict(a.score, 0.5 if a.threshold is None else a.threshold)
+    return {"msg": {"result": ORIGIN_RESULT[verdict], "prob": prob}}
 
 
 def create_app(

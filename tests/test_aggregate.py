@@ -81,3 +81,11 @@ def test_verdict_threshold(score, expected):
 def test_verdict_other_threshold():
     assert verdict(0.7, 0.73) == "real"
     assert verdict(0.73, 0.73) == "fake"
+
+
+def test_counts_as_person():
+    from deepguard.runtime.aggregate import MIN_PERSON_FACES, counts_as_person
+
+    assert MIN_PERSON_FACES == 2
+    assert not counts_as_person(1, longest=5) and counts_as_person(2, longest=5)
+    assert counts_as_person(1, longest=1)  # no longer track: a one-face track is all the evidence there is

@@ -34,9 +34,11 @@ from deepguard.convert import (  # noqa: E402
     to_int8,
     write_metadata,
 )
+from deepguard.convert.calibrate import apply_temperature  # noqa: E402
 from deepguard.errors import MediaError, ModelError  # noqa: E402
 
 CROP = 48
+TEMPERATURE = 1.5  # baked into the fused graphs by build_ensemble; parity must account for it
 SIZES = {"a": 48, "b": 32}  # b is resized inside the fused graph
 WEIGHTS = {"a": 0.6, "b": 0.4}
 
@@ -119,7 +121,15 @@ def built(tmp_path_factory):
         calib,
         val,
         val_labels,
-        metadata={"name": "tiny", "version": "1.2.3", "threshold": 0.5, "training_data": "synthetic"},
+        metadata={
+            "name": "tiny",
+            "version": "1.2.3",
+            "threshold": 0.5,
+            "training_data": "synthetic",
+            "temperature": TEMPERATURE,
+            "uncertain_low": 0.4,
+            "uncertain_high": 0.6,
+        },
         threads=1,
     )
     return {"tmp": tmp, "models": models, "paths": paths, "val": val, "labels": val_labels, "result": result}
@@ -152,7 +162,8 @@ def test_fused_equals_weighted_average_of_keras_members(built):
     out = _run(fp32, crops)
     want_members = _keras_probs(models, crops)
     w = np.array([WEIGHTS["a"], WEIGHTS["b"]])
-    want = want_members @ (w / w.sum())
+    want = apply_temperature(want_members @ (w / w.sum()), TEMPERATURE)  # member_probs stay uncalibrated
+    assert np.max(np.abs(want - want_members @ (w / w.sum()))) > 1e-3  # the temperature really does something
     assert out["prob"].shape == (64,) and out["member_probs"].shape == (64, 2)
     assert out["prob"].dtype == np.float32
     # a: same size (Resize must be an identity); b: 48 -> 32 in-graph vs tf.image.resize outside.
@@ -277,8 +288,11 @@ def test_metadata_in_every_file(built):
         assert [m["input_size"] for m in meta["members"]] == [48, 32]
         assert meta["members"][0]["source_sha256"] == sha256_file(paths["a"])
         assert len(meta["source_sha256"]) == 64 and meta["created"]
+        assert meta["temperature"] == TEMPERATURE
+        assert (meta["uncertain_low"], meta["uncertain_high"]) == (0.4, 0.6)
     member = read_metadata(result["members"]["b"])
     assert member["input_dtype"] == "float32" and member["input_size"] == 32 and member["name"] == "b"
+    assert not {"temperature", "uncertain_low", "uncertain_high"} & set(member)  # a member outputs raw logits
 
 
 def test_metadata_round_trip(tmp_path):

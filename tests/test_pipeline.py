@@ -30,6 +30,7 @@ def test_group_photo_every_face_scored(det: Detector, t1_jpg: Path) -> None:
     assert a.verdict in ("real", "fake")
     _check_scores(a)
     assert a.score == pytest.approx(max(f.score for f in a.faces))  # frame = max over faces
+    assert [f.person for f in a.faces] == [p.id for p in a.persons] == list(range(6))  # a face = a person
     assert a.model == det.model_name and a.threshold == det.threshold
 
 
@@ -49,6 +50,9 @@ def test_video_sampling_and_aggregation(det: Detector, face_video: Path) -> None
     assert a.frames_sampled == 3 and [f.index for f in a.frames] == [0, 25, 50]
     assert all(f.n_faces == 1 for f in a.frames)
     _check_scores(a)
+    # the sliding face is one person (tracked across 1 s steps); its rule score is the video score
+    assert [(p.id, p.n_faces, p.first_frame, p.last_frame) for p in a.persons] == [(0, 3, 0, 50)]
+    assert a.score == a.persons[0].score and [f.person for f in a.faces] == [0, 0, 0]
     every = Detector(every_frame=True).analyze(face_video)
     assert every.frames_sampled == 75
     assert sum(f.n_faces for f in every.frames) >= 70

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -21,6 +22,7 @@ from deepguard.client import Client, ServerError
 from deepguard.proto import deepguard_pb2 as pb
 from deepguard.proto import deepguard_pb2_grpc as pb_grpc
 from deepguard.runtime import aggregate
+from deepguard.runtime.track import track_frames
 from deepguard.runtime.types import Frame
 from tests.server_support import (
     assert_same_results,
@@ -63,7 +65,17 @@ def test_stream_200_frames_in_order_equal_to_in_process(client) -> None:
         and s.frames == 200
         and s.frames_with_faces == sum(1 for fs, _ in reference(200) if fs.n_faces)
     )
-    ref_score = aggregate.video_score([fs.score for fs, _ in reference(200)])
+    # Persons: the stream's tracker gives the same ids and persons as tracking the in-process faces offline.
+    ref_faces = [[replace(f, person=None) for f in faces] for _, faces in reference(200)]
+    ref_tracks = track_frames(ref_faces)
+    assert [[f.person for f in r.faces] for r in results] == [[f.person for f in ff] for ff in ref_faces]
+    ref_persons = ref_tracks.persons(shared_detector().threshold)
+    assert [(p.id, p.n_faces, p.first_frame, p.last_frame) for p in s.persons] == [
+        (p.id, p.n_faces, p.first_frame, p.last_frame) for p in ref_persons
+    ]
+    assert len(s.persons) == 1  # one face sliding across, hidden every 7th frame: one person
+    ref_score = ref_tracks.score  # one person: the same as the rule over the frame scores
+    assert ref_score == pytest.approx(aggregate.video_score([fs.score for fs, _ in reference(200)]), abs=1e-9)
     assert s.score == pytest.approx(ref_score, abs=1e-6)
     assert s.verdict == aggregate.verdict(ref_score, shared_detector().threshold)
     assert results[-1].running_verdict == s.verdict and results[-1].running_score == pytest.approx(s.score)
@@ -240,6 +252,8 @@ def test_video_upload_equals_in_process(client, face_video: Path) -> None:
     assert [f.index for f in a.frames] == [f.index for f in ref.frames]
     assert [f.score for f in a.frames] == pytest.approx([f.score for f in ref.frames], abs=1e-5)
     assert a.verdict == ref.verdict and a.score == pytest.approx(ref.score, abs=1e-5)
+    assert [(p.id, p.n_faces) for p in a.persons] == [(p.id, p.n_faces) for p in ref.persons] == [(0, 3)]
+    assert [f.person for f in a.faces] == [0, 0, 0] and a.persons[0].score == pytest.approx(a.score, abs=1e-9)
     every = client.analyze_video(io.BytesIO(face_video.read_bytes()), every_frame=True)
     assert every.frames_sampled == 75
 

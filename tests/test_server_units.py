@@ -15,7 +15,6 @@ from deepguard.proto import deepguard_pb2 as pb
 from deepguard.runtime import aggregate
 from deepguard.serving import wire
 from deepguard.serving.batcher import Cancelled, DynamicBatcher, Overloaded
-from deepguard.serving.engine import RunningScore
 
 
 class Recorder:
@@ -110,7 +109,7 @@ def test_running_score_equals_video_score() -> None:
             else float(rng.choice([rng.random(), rng.random() * 0.2, 0.8 + rng.random() * 0.2]))
             for _ in range(n)
         ]
-        r = RunningScore()
+        r = aggregate.RunningScore()
         for s in scores:
             r.add(s)
         want = aggregate.video_score(scores)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Face
 from deepguard.web import STATIC_DIR
 from deepguard.web.history import History
-from deepguard.web.results import Tracker
 from tests.server_support import running_server, scrape
 
 TOKEN = "web-token-123"
@@ -184,16 +184,18 @@ def test_history_store_roundtrip(tmp_path) -> None:
 
 
 def test_tracker_links_faces_across_frames() -> None:
+    """The page's persons are the runtime tracker's (more cases in tests/test_track.py)."""
+
     def face(x: float, frame: int) -> Face:
         return Face([x, 10, x + 40, 50], 0.9, [], frame, frame * 1.0, 0.5)
 
     tr = Tracker()
-    ids = [[t.id for t in tr.assign(i, [face(10 + 5 * i, i), face(300 - 5 * i, i)])] for i in range(4)]
+    ids = [tr.update([face(10 + 5 * i, i), face(300 - 5 * i, i)]) for i in range(4)]
     assert ids == [[0, 1]] * 4
-    assert [t.id for t in tr.assign(4, [face(150, 4)])] == [2]  # far from both: a new person
+    assert tr.update([face(150, 4)]) == [2]  # far from both: a new person
     # sparse sampling: no overlap any more, but still the nearest face of the same size
     jumpy = Tracker()
-    assert [jumpy.assign(i, [face(10 + 50 * i, i)])[0].id for i in range(4)] == [0, 0, 0, 0]
+    assert [jumpy.update([face(10 + 50 * i, i)])[0] for i in range(4)] == [0, 0, 0, 0]
 
 
 def test_strings_complete_and_used() -> None:
@@ -208,7 +210,9 @@ def test_strings_complete_and_used() -> None:
         re.findall(r'data-i18n-attr="[\w-]+:(\w+)"', html)
     )
     used |= set(re.findall(r'\bt\("(\w+)"[,)]', js))
-    used |= {f"{p}{v}" for p in ("verdict_", "chip_") for v in ("real", "fake", "no_face", "error")}
+    used |= {
+        f"{p}{v}" for p in ("verdict_", "chip_") for v in ("real", "fake", "uncertain", "no_face", "error")
+    }
     used |= {f"faq_{qa}{n}" for qa in "qa" for n in range(1, 10)}
     assert len(used) > 150 and used - set(strings["en"]) == set()
 

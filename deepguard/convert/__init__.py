@@ -49,6 +49,8 @@ __all__ = [
     "write_metadata",
 ]
 
+#: Metadata keys that describe the fused ``prob`` output (not a member's logit).
+CALIBRATION_KEYS = ("temperature", "uncertain_low", "uncertain_high")
 PARITY_MAX = 512  # parity on more crops only costs time; a few hundred catch every systematic error
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
@@ -82,7 +84,10 @@ def build_ensemble(
     ``calibration_crops``: uint8 (N, S, S, 3) face crops for INT8 calibration (INT8 is skipped without them).
     ``val_crops``/``val_labels``: held-out crops (and 0=real/1=fake labels) for the parity report; without them
     parity runs on the calibration crops, or on seeded random pixels if there are none.
-    ``metadata``: name, version, threshold, training_data... (anything else is stored too).
+    ``metadata``: name, version, threshold, training_data... (anything else is stored too). Its
+    ``temperature`` (default 1) is baked into the fused graphs (``prob`` is then the calibrated probability, see
+    :mod:`deepguard.convert.calibrate`); it and ``uncertain_low``/``uncertain_high`` go to the fused files only,
+    not to the member graphs, whose output is a raw logit.
     ``input_size``: nominal crop size of the fused model; default the largest member size.
     ``precisions``: which of fp16/int8 to derive (the fused fp32 file is always written).
 
@@ -97,6 +102,8 @@ def build_ensemble(
     meta = dict(metadata or {})
     name = str(meta.get("name") or "deepguard_ensemble")
     threshold = float(meta.get("threshold", 0.5))
+    calibration = {k: meta.pop(k) for k in CALIBRATION_KEYS if meta.get(k) is not None}
+    temperature = float(calibration.get("temperature", 1.0))
     out = Path(out_dir)
     (out / "members").mkdir(parents=True, exist_ok=True)
     calibration_crops = _uint8_crops(calibration_crops, "calibration_crops")
@@ -164,7 +171,13 @@ def build_ensemble(
     # 2. Fuse -> FP32, then FP16 / INT8 from the fused graph.
     stem = safe_name(name)
     result: dict[str, Any] = {"members": member_paths, "fp32": None, "fp16": None, "int8": None}
-    fp32 = fuse_members([(p, w, n) for _, p, w, n in loaded], out / f"{stem}.fp32.onnx", nominal, opset=opset)
+    fp32 = fuse_members(
+        [(p, w, n) for _, p, w, n in loaded],
+        out / f"{stem}.fp32.onnx",
+        nominal,
+        opset=opset,
+        temperature=temperature,
+    )
     result["fp32"] = fp32
     if "fp16" in precisions:
         result["fp16"] = to_fp16(fp32, out / f"{stem}.fp16.onnx")
@@ -182,6 +195,7 @@ def build_ensemble(
         "color_order": "RGB",
         "input_dtype": "uint8",
         "source_sha256": sha256_files(source_files),
+        **calibration,
     }
     for precision in ("fp32", "fp16", "int8"):
         if result[precision] is not None:
@@ -314,6 +328,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--threshold", type=float, default=0.5, help="decision threshold on prob (metadata)")
     parser.add_argument(
+        "--temperature", type=float, default=1.0, help="calibration temperature applied to prob in the graph"
+    )
+    parser.add_argument(
         "--training-data", default="", help="free text describing the training data (metadata)"
     )
     parser.add_argument("--input-size", type=int, help="nominal crop size (default: largest member input)")
@@ -363,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
                 "name": args.name,
                 "version": args.model_version,
                 "threshold": args.threshold,
+                "temperature": args.temperature,
                 "training_data": args.training_data,
             },
             input_size=args.input_size,

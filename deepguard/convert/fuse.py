@@ -9,6 +9,11 @@ Graph::
     image uint8 [N,H,W,3] -> Cast(float) -> Resize(linear, half_pixel, to S_i)  (one per distinct S_i)
         -> member_i (names prefixed "m{i}_{name}/") -> logit [N,1] -> Sigmoid
     member_probs = Concat(p_i) [N,M];  prob = member_probs @ (w / sum w)  [N]
+    with temperature T != 1:  prob = Sigmoid((Log(q) - Log(1 - q)) * (1/T)),  q = Clip(prob_raw, 1e-6, 1-1e-6)
+
+The temperature (fitted on validation, :mod:`deepguard.convert.calibrate`) makes ``prob`` a calibrated
+probability for every consumer; ``member_probs`` stay the members' raw sigmoids. With T == 1 no node is added,
+so uncalibrated graphs are unchanged.
 
 Half-pixel linear resize is what ``tf.image.resize(..., "bilinear", antialias=False)`` does, and at the same size it
 is an exact identity. All fusion nodes are named ``deepguard_fuse/...`` so FP16/INT8 conversion can keep them in
@@ -91,14 +96,19 @@ def fuse_members(
     *,
     opset: int = 17,
     name: str = "deepguard_ensemble",
+    temperature: float = 1.0,
 ) -> Path | onnx.ModelProto:
     """Fuse members ``[(onnx_path_or_proto, weight, name), ...]`` into one graph; returns ``out_path``.
 
     ``input_size`` is the nominal crop size the runtime should feed (stored as metadata); the graph itself
-    accepts any H, W. With ``out_path=None`` the checked ModelProto is returned instead of written.
+    accepts any H, W. ``temperature``: calibration applied to ``prob`` inside the graph (stored as metadata when
+    it is not 1). With ``out_path=None`` the checked ModelProto is returned instead of written.
     """
     if not members:
         raise ModelError("fuse_members: no members given")
+    temperature = float(temperature)
+    if not np.isfinite(temperature) or temperature <= 0:
+        raise ModelError(f"fuse_members: temperature must be a positive number, got {temperature}")
     weights = np.array([float(w) for _, w, _ in members], dtype=np.float64)
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise ModelError(f"fuse_members: weights must be >= 0 with a positive sum, got {weights.tolist()}")
@@ -185,7 +195,10 @@ def fuse_members(
 
     nodes.append(helper.make_node("Concat", prob_names, [MEMBER_PROBS_NAME], axis=1, name=f + "member_probs"))
     w = const(f + "weights", (weights / weights.sum()).astype(np.float32))
-    nodes.append(helper.make_node("MatMul", [MEMBER_PROBS_NAME, w], [PROB_NAME], name=f + "weighted_mean"))
+    mean = PROB_NAME if temperature == 1.0 else f + "prob_uncalibrated"
+    nodes.append(helper.make_node("MatMul", [MEMBER_PROBS_NAME, w], [mean], name=f + "weighted_mean"))
+    if temperature != 1.0:
+        nodes.extend(_temperature_nodes(mean, PROB_NAME, temperature, const))
 
     m = len(members)
     graph = helper.make_graph(
@@ -215,6 +228,7 @@ def fuse_members(
             "color_order": "RGB",
             "input_dtype": "uint8",
             "precision": "fp32",
+            "temperature": temperature if temperature != 1.0 else None,
         },
     )
     try:
@@ -229,6 +243,25 @@ def fuse_members(
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(fused, str(out))
     return out
+
+
+def _temperature_nodes(src: str, dst: str, temperature: float, const) -> list[onnx.NodeProto]:
+    """``dst = sigmoid(logit(clip(src)) / T)`` as FP32 fusion-head nodes (FP16/INT8 keep them in FP32)."""
+    f = FUSE_PREFIX + "calibrate/"
+    lo = const(f + "min", np.array(1e-6, np.float32))
+    hi = const(f + "max", np.array(1 - 1e-6, np.float32))
+    one = const(f + "one", np.array(1.0, np.float32))
+    inv_t = const(f + "inv_temperature", np.array(1.0 / temperature, np.float32))
+    make = helper.make_node
+    return [
+        make("Clip", [src, lo, hi], [f + "q"], name=f + "clip"),
+        make("Sub", [one, f + "q"], [f + "one_minus_q"], name=f + "one_minus_q"),
+        make("Log", [f + "q"], [f + "log_q"], name=f + "log_q"),
+        make("Log", [f + "one_minus_q"], [f + "log_1mq"], name=f + "log_1mq"),
+        make("Sub", [f + "log_q", f + "log_1mq"], [f + "logit"], name=f + "logit"),
+        make("Mul", [f + "logit", inv_t], [f + "scaled"], name=f + "scale"),
+        make("Sigmoid", [f + "scaled"], [dst], name=f + "sigmoid"),
+    ]
 
 
 def _rename_in_subgraphs(node: onnx.NodeProto, old: str, new: str) -> None:

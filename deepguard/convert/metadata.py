@@ -31,7 +31,10 @@ KEY_TYPES: dict[str, str] = {
     "input_layout": "str",  # "NHWC"
     "color_order": "str",  # "RGB"
     "input_dtype": "str",  # "uint8" (fused) / "float32" (member)
-    "threshold": "float",
+    "threshold": "float",  # on the calibrated prob; score >= threshold is fake (binary verdict)
+    "temperature": "float",  # calibration inside the graph: prob = sigmoid(logit(mean) / T); absent = 1
+    "uncertain_low": "float",  # graded verdict: real < low <= uncertain < high <= fake; absent = binary
+    "uncertain_high": "float",
     "precision": "str",  # "fp32" / "fp16" / "int8"
     "training_data": "str",
     "source_sha256": "str",

@@ -6,8 +6,9 @@ it. Checks, each with a ``passed`` bool:
 
 - ``keras_vs_onnx_fp32``: every member's ONNX logit vs Keras, max |dlogit| <= 1e-4 (logits, not probabilities,
   so a saturated sigmoid cannot hide a difference).
-- ``fused_vs_keras``: fused FP32 graph (in-graph cast + resize + sigmoid + weighted mean) vs the same computed in
-  Python from the Keras members (resize: ``tf.image.resize`` bilinear, no antialias), max |dprob| <= 1e-4.
+- ``fused_vs_keras``: fused FP32 graph (in-graph cast + resize + sigmoid + weighted mean + temperature) vs the
+  same computed in Python from the Keras members (resize: ``tf.image.resize`` bilinear, no antialias; the
+  temperature from the model's metadata), max |dprob| <= 1e-4.
 - ``fp16_vs_fp32``: max |dprob| <= 1e-2.
 - ``int8_vs_fp32``: decision agreement at the threshold >= 0.99; with labels also AUC difference (|dAUC| <= 0.01).
 """
@@ -99,14 +100,18 @@ def parity_report(
     threshold: float = 0.5,
     out_path: str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    temperature: float | None = None,
 ) -> dict[str, Any]:
     """Compare Keras members, member ONNX files and the fused FP32/FP16/INT8 graphs on ``crops``.
 
     ``crops``: uint8 (N, S, S, 3) RGB face crops (the fused graph's input). ``keras_members``: ``[(keras model or
-    path, member ONNX path, weight, name), ...]`` in fusion order; empty skips the Keras checks. Writes JSON to
+    path, member ONNX path, weight, name), ...]`` in fusion order; empty skips the Keras checks. ``temperature``:
+    the calibration inside the fused graph (default: its ``deepguard.temperature`` metadata, else 1). Writes JSON to
     ``out_path`` if given and returns the report; ``report["passed"]`` is True only if every run check passed.
     """
+    from deepguard.convert.calibrate import apply_temperature
     from deepguard.convert.keras_onnx import load_keras
+    from deepguard.convert.metadata import read_metadata
 
     crops = np.asarray(crops)
     if crops.ndim != 4 or crops.shape[-1] != 3 or crops.dtype != np.uint8 or len(crops) == 0:
@@ -121,6 +126,9 @@ def parity_report(
         "n_samples": int(len(crops)),
         "crop_size": [int(crops.shape[1]), int(crops.shape[2])],
         "threshold": float(threshold),
+        "temperature": float(
+            temperature if temperature is not None else read_metadata(fp32_path).get("temperature", 1.0)
+        ),
         "has_labels": labels is not None,
         "files": {"fp32": str(fp32_path), "fp16": str(fp16_path or ""), "int8": str(int8_path or "")},
         "checks": {},
@@ -161,7 +169,7 @@ def parity_report(
         kp = np.stack(keras_probs, axis=1)
         w = np.asarray(weights) / np.sum(weights)
         d_members = np.abs(kp - fp32["member_probs"]).max(axis=0)
-        d_prob = float(np.max(np.abs(kp @ w - p32)))
+        d_prob = float(np.max(np.abs(apply_temperature(kp @ w, report["temperature"]) - p32)))
         worst = max(d_prob, float(d_members.max()))
         checks["fused_vs_keras"] = {
             "max_abs_dprob": d_prob,

@@ -23,6 +23,7 @@ class Verdict(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VERDICT_FAKE: _ClassVar[Verdict]
     VERDICT_NO_FACE: _ClassVar[Verdict]
     VERDICT_ERROR: _ClassVar[Verdict]
+    VERDICT_UNCERTAIN: _ClassVar[Verdict]
 COLOR_ORDER_UNSPECIFIED: ColorOrder
 COLOR_ORDER_RGB: ColorOrder
 COLOR_ORDER_BGR: ColorOrder
@@ -34,6 +35,7 @@ VERDICT_REAL: Verdict
 VERDICT_FAKE: Verdict
 VERDICT_NO_FACE: Verdict
 VERDICT_ERROR: Verdict
+VERDICT_UNCERTAIN: Verdict
 
 class RawImage(_message.Message):
     __slots__ = ("height", "width", "channels", "color_order", "pixels")
@@ -92,7 +94,7 @@ class Point(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "det_score", "keypoints", "score", "member_scores", "frame", "time")
+    __slots__ = ("box", "det_score", "keypoints", "score", "member_scores", "frame", "time", "person")
     BOX_FIELD_NUMBER: _ClassVar[int]
     DET_SCORE_FIELD_NUMBER: _ClassVar[int]
     KEYPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +102,7 @@ class Face(_message.Message):
     MEMBER_SCORES_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    PERSON_FIELD_NUMBER: _ClassVar[int]
     box: Box
     det_score: float
     keypoints: _containers.RepeatedCompositeFieldContainer[Point]
@@ -107,7 +110,24 @@ class Face(_message.Message):
     member_scores: _containers.RepeatedScalarFieldContainer[float]
     frame: int
     time: float
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., det_score: _Optional[float] = ..., keypoints: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., score: _Optional[float] = ..., member_scores: _Optional[_Iterable[float]] = ..., frame: _Optional[int] = ..., time: _Optional[float] = ...) -> None: ...
+    person: int
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., det_score: _Optional[float] = ..., keypoints: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., score: _Optional[float] = ..., member_scores: _Optional[_Iterable[float]] = ..., frame: _Optional[int] = ..., time: _Optional[float] = ..., person: _Optional[int] = ...) -> None: ...
+
+class Person(_message.Message):
+    __slots__ = ("id", "score", "n_faces", "first_frame", "last_frame", "verdict")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    N_FACES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_FRAME_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    score: float
+    n_faces: int
+    first_frame: int
+    last_frame: int
+    verdict: Verdict
+    def __init__(self, id: _Optional[int] = ..., score: _Optional[float] = ..., n_faces: _Optional[int] = ..., first_frame: _Optional[int] = ..., last_frame: _Optional[int] = ..., verdict: _Optional[_Union[Verdict, str]] = ...) -> None: ...
 
 class FrameScore(_message.Message):
     __slots__ = ("index", "time", "score", "n_faces")
@@ -142,7 +162,7 @@ class FrameResult(_message.Message):
     def __init__(self, index: _Optional[int] = ..., time: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., score: _Optional[float] = ..., running_verdict: _Optional[_Union[Verdict, str]] = ..., running_score: _Optional[float] = ..., frames_done: _Optional[int] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
 
 class StreamSummary(_message.Message):
-    __slots__ = ("verdict", "score", "frames", "frames_with_faces", "faces", "model", "threshold")
+    __slots__ = ("verdict", "score", "frames", "frames_with_faces", "faces", "model", "threshold", "persons")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +170,7 @@ class StreamSummary(_message.Message):
     FACES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PERSONS_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     score: float
     frames: int
@@ -157,10 +178,11 @@ class StreamSummary(_message.Message):
     faces: int
     model: str
     threshold: float
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., frames: _Optional[int] = ..., frames_with_faces: _Optional[int] = ..., faces: _Optional[int] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ...) -> None: ...
+    persons: _containers.RepeatedCompositeFieldContainer[Person]
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., frames: _Optional[int] = ..., frames_with_faces: _Optional[int] = ..., faces: _Optional[int] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., persons: _Optional[_Iterable[_Union[Person, _Mapping]]] = ...) -> None: ...
 
 class AnalysisResult(_message.Message):
-    __slots__ = ("name", "kind", "verdict", "score", "faces", "frames", "model", "threshold", "frames_sampled")
+    __slots__ = ("name", "kind", "verdict", "score", "faces", "frames", "model", "threshold", "frames_sampled", "persons")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     VERDICT_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +192,7 @@ class AnalysisResult(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     FRAMES_SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    PERSONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     verdict: Verdict
@@ -179,7 +202,8 @@ class AnalysisResult(_message.Message):
     model: str
     threshold: float
     frames_sampled: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[FrameScore, _Mapping]]] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., frames_sampled: _Optional[int] = ...) -> None: ...
+    persons: _containers.RepeatedCompositeFieldContainer[Person]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., frames: _Optional[_Iterable[_Union[FrameScore, _Mapping]]] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., frames_sampled: _Optional[int] = ..., persons: _Optional[_Iterable[_Union[Person, _Mapping]]] = ...) -> None: ...
 
 class VideoOptions(_message.Message):
     __slots__ = ("name", "fps", "every_frame", "max_frames", "total_bytes")
@@ -266,7 +290,7 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_video_seconds: _Optional[float] = ..., max_faces_per_batch: _Optional[int] = ..., stream_window: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "input_size", "threshold", "detector", "provider", "metadata_json", "limits", "server_version")
+    __slots__ = ("model", "input_size", "threshold", "detector", "provider", "metadata_json", "limits", "server_version", "uncertain_low", "uncertain_high")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INPUT_SIZE_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +299,8 @@ class ModelInfo(_message.Message):
     METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_LOW_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_HIGH_FIELD_NUMBER: _ClassVar[int]
     model: str
     input_size: int
     threshold: float
@@ -283,4 +309,6 @@ class ModelInfo(_message.Message):
     metadata_json: str
     limits: Limits
     server_version: str
-    def __init__(self, model: _Optional[str] = ..., input_size: _Optional[int] = ..., threshold: _Optional[float] = ..., detector: _Optional[str] = ..., provider: _Optional[str] = ..., metadata_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ...) -> None: ...
+    uncertain_low: float
+    uncertain_high: float
+    def __init__(self, model: _Optional[str] = ..., input_size: _Optional[int] = ..., threshold: _Optional[float] = ..., detector: _Optional[str] = ..., provider: _Optional[str] = ..., metadata_json: _Optional[str] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., server_version: _Optional[str] = ..., uncertain_low: _Optional[float] = ..., uncertain_high: _Optional[float] = ...) -> None: ...

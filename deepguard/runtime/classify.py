@@ -65,6 +65,25 @@ def parse_metadata(raw: dict[str, str]) -> dict:
     return out
 
 
+def model_band(meta: dict, threshold: float, where: object = "model") -> tuple[float, float] | None:
+    """The uncertain band ``(lo, hi)`` from ``deepguard.uncertain_low/high``; None (binary verdicts) without it.
+
+    Models built before calibration have no band and keep their binary verdicts. A band that does not contain
+    the threshold would make the graded and the binary verdict disagree, so it is refused as a broken model.
+    """
+    if meta.get("uncertain_low") is None and meta.get("uncertain_high") is None:
+        return None
+    try:
+        lo, hi = float(meta["uncertain_low"]), float(meta["uncertain_high"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"{where}: metadata needs both deepguard.uncertain_low and uncertain_high") from e
+    if not 0.0 <= lo <= threshold <= hi <= 1.0:
+        raise ModelError(
+            f"{where}: uncertain band [{lo}, {hi}) must satisfy 0 <= low <= threshold ({threshold}) <= high <= 1"
+        )
+    return lo, hi
+
+
 class FaceClassifier:
     """The fused ensemble: uint8 (N, S, S, 3) RGB crops -> P(fake) per crop (+ each member's probability)."""
 
@@ -101,6 +120,8 @@ class FaceClassifier:
         except (KeyError, ValueError) as e:
             raise ModelError(f"{self.path}: metadata lacks deepguard.input_size") from e
         self.threshold = float(self.meta.get("threshold", 0.5))
+        self.temperature = float(self.meta.get("temperature", 1.0))  # already applied inside the graph
+        self.band = model_band(self.meta, self.threshold, self.path)
         self.name = (
             f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}"
             f"/{self.meta.get('precision', '?')}"

@@ -35,6 +35,7 @@ from deepguard.runtime import aggregate
 from deepguard.runtime.classify import FaceClassifier
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, media_kind
+from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
 
 log = logging.getLogger("deepguard.pipeline")
@@ -97,6 +98,19 @@ def assemble_faces(
     ]
 
 
+def usable_band(band: tuple[float, float] | None, threshold: float) -> tuple[float, float] | None:
+    """The model's uncertain band if it still brackets ``threshold``; None (binary verdicts) otherwise.
+
+    Why: an overridden ``--threshold`` outside the band would make "real"/"fake" contradict the threshold the
+    user asked for, so such a run gets binary verdicts at that threshold.
+    """
+    if band is None or not band[0] <= threshold <= band[1]:
+        if band is not None:
+            log.info("threshold %.4f is outside the uncertain band %s: binary verdicts", threshold, band)
+        return None
+    return band
+
+
 class Detector:
     """Face-level deepfake detector over images, videos and frame streams."""
 
@@ -129,6 +143,7 @@ class Detector:
         self.fps, self.every_frame, self.max_frames = fps, every_frame, max_frames
         self.chunk = max(1, chunk)
         self.threshold = self.classifier.threshold if threshold is None else float(threshold)
+        self.band = usable_band(self.classifier.band, self.threshold)
 
     @property
     def face_detector(self):
@@ -311,28 +326,36 @@ class Detector:
         kind: str = "video",
         progress: Callable[[int], None] | None = None,
     ) -> Analysis:
-        """Aggregate a whole frame sequence into one verdict (per-frame = max over faces; per-video = rule)."""
+        """Aggregate a whole frame sequence into one verdict (``deepguard.runtime.aggregate``).
+
+        Per frame the max over its faces; faces are tracked into persons (``deepguard.runtime.track``), each
+        person is scored by the confident-frames rule and the video score is the max over persons. An image is
+        one frame: its score is the max over its faces.
+        """
         scores: list[FrameScore] = []
         faces: list[Face] = []
+        tracker = Tracker()
         for fs, ff in self.iter_frames(frames, name):
             scores.append(fs)
             faces.extend(ff)
+            tracker.update(ff)
             if progress:
                 progress(1)
         if kind == "image":
             score = scores[0].score if scores else None
         else:
-            score = aggregate.video_score([s.score for s in scores])
+            score = tracker.score
         return Analysis(
             path=name,
             kind=kind,
-            verdict=aggregate.verdict(score, self.threshold),
+            verdict=aggregate.verdict(score, self.threshold, self.band),
             score=score,
             faces=faces,
             frames=scores if kind == "video" else [],
             model=self.model_name,
             threshold=self.threshold,
             frames_sampled=len(scores),
+            persons=tracker.persons(self.threshold, self.band),
         )
 
     def analyze_image(self, image: np.ndarray, name: str = "<image>") -> Analysis:

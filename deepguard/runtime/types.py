@@ -11,7 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-Verdict = Literal["fake", "real", "no_face", "error"]
+# "uncertain" only from models that carry an uncertain band (deepguard.uncertain_low/high); see aggregate.verdict.
+Verdict = Literal["fake", "real", "uncertain", "no_face", "error"]
 Kind = Literal["image", "video"]
 
 
@@ -34,9 +35,7 @@ class FaceBoxes:
 
     @classmethod
     def empty(cls, k: int = 6) -> FaceBoxes:
-        return cls(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, k, 2), np.float32)
-        )
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, k, 2), np.float32))
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -53,6 +52,7 @@ class Face:
     time: float | None
     score: float  # fused probability that the face is fake
     member_scores: list[float] = field(default_factory=list)
+    person: int | None = None  # track id from deepguard.runtime.track; None where no tracking ran
 
 
 @dataclass
@@ -61,6 +61,22 @@ class FrameScore:
     time: float | None
     score: float | None  # max over faces; None when the frame has no face
     n_faces: int
+
+
+@dataclass
+class Person:
+    """One face followed across sampled frames (``deepguard.runtime.track``), scored by the video rule.
+
+    Only tracks that vote are listed (``aggregate.counts_as_person``): a face whose ``person`` id is missing
+    here belonged to a track too short to count (a probable false detection), so ids need not be contiguous.
+    """
+
+    id: int
+    score: float  # P(fake): the confident-frames rule over this person's face scores
+    n_faces: int
+    first_frame: int
+    last_frame: int
+    verdict: str = ""
 
 
 @dataclass
@@ -77,6 +93,7 @@ class Analysis:
     error: str | None = None
     threshold: float | None = None
     frames_sampled: int = 0
+    persons: list[Person] = field(default_factory=list)  # the video score is the max of their scores
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -34,6 +34,7 @@ from deepguard.runtime import aggregate
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, video_info
 from deepguard.runtime.pipeline import Detector, assemble_faces
+from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
 from deepguard.serving.batcher import BatchObserver, Cancelled, DynamicBatcher
 from deepguard.serving.config import ServerConfig
@@ -54,48 +55,17 @@ class FrameOutcome:
     faces: list[Face]
 
 
-class RunningScore:
-    """``aggregate.video_score`` over a growing sequence in O(1) per frame (streams can run for hours).
-
-    Keeps the counts and sums the confident-frames rule needs instead of every frame score.
-    """
-
-    def __init__(self) -> None:
-        self.n = self.n_fake = self.n_real = self.frames = self.faces = 0
-        self.total = self.sum_fake = self.sum_real = 0.0
-
-    def add(self, score: float | None, n_faces: int = 0) -> None:
-        self.frames += 1
-        self.faces += n_faces
-        if score is None:
-            return
-        self.n += 1
-        self.total += score
-        if score > aggregate.CONFIDENT_FAKE:
-            self.n_fake += 1
-            self.sum_fake += score
-        if score < aggregate.CONFIDENT_REAL:
-            self.n_real += 1
-            self.sum_real += score
-
-    @property
-    def score(self) -> float | None:
-        if self.n == 0:
-            return None
-        if self.n_fake > aggregate.FAKE_FRACTION * self.n:
-            return self.sum_fake / self.n_fake
-        if self.n_real > aggregate.REAL_FRACTION * self.n:
-            return self.sum_real / self.n_real
-        return self.total / self.n
-
-
 class Accumulator:
     """Collects frame outcomes into an Analysis exactly as ``Detector.analyze_frames`` aggregates them."""
 
-    def __init__(self, name: str, kind: str, model: str, threshold: float) -> None:
+    def __init__(
+        self, name: str, kind: str, model: str, threshold: float, band: tuple[float, float] | None = None
+    ) -> None:
         self.name, self.kind, self.model, self.threshold = name, kind, model, threshold
+        self.band = band
         self.scores: list[FrameScore] = []
         self.faces: list[Face] = []
+        self.tracker = Tracker()  # sets each face's person id as it comes
 
     @property
     def n(self) -> int:
@@ -104,6 +74,7 @@ class Accumulator:
     def add(self, out: FrameOutcome) -> None:
         self.scores.append(out.score)
         self.faces.extend(out.faces)
+        self.tracker.update(out.faces)
 
     def result(self) -> Analysis:
         if self.kind == "video" and not self.scores:
@@ -111,17 +82,18 @@ class Accumulator:
         if self.kind == "image":
             score = self.scores[0].score if self.scores else None
         else:
-            score = aggregate.video_score([s.score for s in self.scores])
+            score = self.tracker.score
         return Analysis(
             path=self.name,
             kind=self.kind,  # type: ignore[arg-type]
-            verdict=aggregate.verdict(score, self.threshold),
+            verdict=aggregate.verdict(score, self.threshold, self.band),
             score=score,
             faces=self.faces,
             frames=self.scores if self.kind == "video" else [],
             model=self.model,
             threshold=self.threshold,
             frames_sampled=len(self.scores),
+            persons=self.tracker.persons(self.threshold, self.band),
         )
 
 
@@ -146,6 +118,7 @@ class Engine:
         self.size = self.classifier.input_size
         self.margin = detector.margin
         self.threshold = detector.threshold
+        self.band = detector.band  # uncertain band (None: binary verdicts)
         self.metrics = metrics
         self.observer: BatchObserver = metrics or BatchObserver()
         self.det_batcher = DynamicBatcher(
@@ -260,7 +233,7 @@ class Engine:
         progress: Callable[[int], None] | None = None,
     ) -> Analysis:
         """Same aggregation as ``Detector.analyze_frames``, over the shared batchers."""
-        acc = Accumulator(name, kind, self.classifier.name, self.threshold)
+        acc = Accumulator(name, kind, self.classifier.name, self.threshold, self.band)
         for _, out in self.run_frames(frames, cancelled):
             acc.add(out)
             if progress:
@@ -362,6 +335,11 @@ class Engine:
             "model": self.classifier.name,
             "input_size": self.size,
             "threshold": self.threshold,
+            **(
+                {"uncertain_low": self.band[0], "uncertain_high": self.band[1]}
+                if self.band is not None
+                else {}
+            ),
             "detector": getattr(self.face_detector, "name", type(self.face_detector).__name__),
             "provider": self.classifier.provider,
             "metadata_json": json.dumps(self.classifier.meta, default=str, sort_keys=True),

@@ -22,6 +22,7 @@ from deepguard.errors import MediaError
 from deepguard.proto import deepguard_pb2 as pb
 from deepguard.proto import deepguard_pb2_grpc as pb_grpc
 from deepguard.runtime import aggregate
+from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Frame
 from deepguard.serving import wire
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
@@ -29,7 +30,6 @@ from deepguard.serving.engine import (
     Accumulator,
     Engine,
     FrameOutcome,
-    RunningScore,
     ShuttingDown,
     wait_future,
 )
@@ -133,7 +133,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
         reader = threading.Thread(
             target=self._read_stream, args=(requests, pending, gone), name="stream-reader", daemon=True
         )
-        running = RunningScore()
+        running = Tracker()  # persons across the stream; O(1) state per person, its score is the video rule
         thr = self.engine.threshold
         self.metrics.active_streams.inc()
         reader.start()
@@ -149,7 +149,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                     raise item
                 frame, fut = item
                 out: FrameOutcome = wait_future(fut, gone)
-                running.add(out.score.score, out.score.n_faces)
+                running.update(out.faces)  # sets the faces' person ids before they are sent
                 stats["frames"] = running.frames
                 yield self._frame_result(frame, out, running, thr)
             yield self._summary(running)
@@ -205,39 +205,39 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
             if not gone():
                 put(e)
 
-    def _frame_result(
-        self, frame: Frame, out: FrameOutcome, running: RunningScore, thr: float
-    ) -> pb.FrameResult:
+    def _frame_result(self, frame: Frame, out: FrameOutcome, running: Tracker, thr: float) -> pb.FrameResult:
+        score = running.score
         r = pb.FrameResult(
             index=frame.index,
             faces=[wire.face_to_pb(f) for f in out.faces],
-            running_verdict=wire.VERDICTS[aggregate.verdict(running.score, thr)],
+            running_verdict=wire.VERDICTS[aggregate.verdict(score, thr, self.engine.band)],
             frames_done=running.frames,
         )
         if frame.time is not None:
             r.time = frame.time
         if out.score.score is not None:
             r.score = out.score.score
-        if running.score is not None:
-            r.running_score = running.score
+        if score is not None:
+            r.running_score = score
         return r
 
-    def _summary(self, running: RunningScore) -> pb.FrameResult:
-        thr = self.engine.threshold
-        verdict = wire.VERDICTS[aggregate.verdict(running.score, thr)]
+    def _summary(self, running: Tracker) -> pb.FrameResult:
+        thr, band, score = self.engine.threshold, self.engine.band, running.score
+        verdict = wire.VERDICTS[aggregate.verdict(score, thr, band)]
         s = pb.StreamSummary(
             verdict=verdict,
             frames=running.frames,
-            frames_with_faces=running.n,
+            frames_with_faces=running.frames_with_faces,
             faces=running.faces,
             model=self.engine.classifier.name,
             threshold=thr,
+            persons=[wire.person_to_pb(p) for p in running.persons(thr, band)],
         )
-        if running.score is not None:
-            s.score = running.score
+        if score is not None:
+            s.score = score
         r = pb.FrameResult(summary=s, running_verdict=verdict, frames_done=running.frames)
-        if running.score is not None:
-            r.running_score = running.score
+        if score is not None:
+            r.running_score = score
         return r
 
     # -- AnalyzeImage --------------------------------------------------------------------------------------------------
@@ -292,7 +292,9 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 every_frame=opts.every_frame or None,
                 max_frames=opts.max_frames if opts.HasField("max_frames") else None,
             )
-            acc = Accumulator(name, "video", self.engine.classifier.name, self.engine.threshold)
+            acc = Accumulator(
+                name, "video", self.engine.classifier.name, self.engine.threshold, self.engine.band
+            )
             for _, out in self.engine.run_frames(frames, gone):
                 acc.add(out)
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
@@ -318,10 +320,12 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 for i, c in enumerate(request.crops)
             ]
             scored = self.engine.score_crops(crops, self._gone(context))
-            thr = self.engine.threshold
+            thr, band = self.engine.threshold, self.engine.band
             return pb.FaceScores(
                 faces=[
-                    pb.FaceScore(score=p, member_scores=m, verdict=wire.VERDICTS[aggregate.verdict(p, thr)])
+                    pb.FaceScore(
+                        score=p, member_scores=m, verdict=wire.VERDICTS[aggregate.verdict(p, thr, band)]
+                    )
                     for p, m in scored
                 ],
                 model=self.engine.classifier.name,

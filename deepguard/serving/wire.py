@@ -12,7 +12,7 @@ import numpy as np
 from deepguard.errors import MediaError
 from deepguard.proto import deepguard_pb2 as pb
 from deepguard.runtime.decode import load_image
-from deepguard.runtime.types import Analysis, Face, FrameScore
+from deepguard.runtime.types import Analysis, Face, FrameScore, Person
 
 # color order -> (channels, conversion to RGB)
 _ORDERS = {
@@ -27,6 +27,7 @@ _ORDER_NAMES = "RGB, BGR, GRAY, RGBA or BGRA"
 VERDICTS = {
     "real": pb.VERDICT_REAL,
     "fake": pb.VERDICT_FAKE,
+    "uncertain": pb.VERDICT_UNCERTAIN,
     "no_face": pb.VERDICT_NO_FACE,
     "error": pb.VERDICT_ERROR,
 }
@@ -88,7 +89,20 @@ def face_to_pb(f: Face) -> pb.Face:
     )
     if f.time is not None:
         out.time = f.time
+    if f.person is not None:
+        out.person = f.person
     return out
+
+
+def person_to_pb(p: Person) -> pb.Person:
+    return pb.Person(
+        id=p.id,
+        score=p.score,
+        n_faces=p.n_faces,
+        first_frame=p.first_frame,
+        last_frame=p.last_frame,
+        verdict=VERDICTS.get(p.verdict, pb.VERDICT_UNSPECIFIED),
+    )
 
 
 def frame_score_to_pb(s: FrameScore) -> pb.FrameScore:
@@ -110,6 +124,7 @@ def analysis_to_pb(a: Analysis) -> pb.AnalysisResult:
         model=a.model,
         threshold=a.threshold or 0.0,
         frames_sampled=a.frames_sampled,
+        persons=[person_to_pb(p) for p in a.persons],
     )
     if a.score is not None:
         out.score = a.score
@@ -132,6 +147,18 @@ def face_from_pb(f: pb.Face) -> Face:
         time=_opt(f, "time"),
         score=f.score,
         member_scores=list(f.member_scores),
+        person=_opt(f, "person"),
+    )
+
+
+def person_from_pb(p: pb.Person) -> Person:
+    return Person(
+        id=p.id,
+        score=p.score,
+        n_faces=p.n_faces,
+        first_frame=p.first_frame,
+        last_frame=p.last_frame,
+        verdict=VERDICT_NAMES.get(p.verdict, ""),
     )
 
 
@@ -151,4 +178,5 @@ def analysis_from_pb(r: pb.AnalysisResult, path: str | None = None) -> Analysis:
         model=r.model,
         threshold=r.threshold,
         frames_sampled=r.frames_sampled,
+        persons=[person_from_pb(p) for p in r.persons],
     )

@@ -192,6 +192,7 @@ def create_blueprint(engine: Engine, config: ServerConfig) -> Blueprint:
                 "every_frame": config.every_frame,
                 "max_frames": config.max_frames,
                 "threshold": engine.threshold,
+                "band": list(engine.band) if engine.band else None,
                 "model": engine.classifier.name,
             }
         )

@@ -8,7 +8,8 @@ in memory, this module derives the visual parts - and only these small derived i
   draws the face boxes over it, in original-pixel coordinates);
 - ``thumb``: a 96 px version for the history list;
 - ``crops``: a 96 px crop per face (images) or per person (videos: the person's highest-scoring face);
-- ``persons``: faces linked across sampled frames by box overlap, so the chart can mark each person.
+- ``persons``: the analysis' persons (faces tracked across sampled frames, ``deepguard.runtime.track``; the
+  video score is the max of their scores), so the chart can mark each person and a card can show its face.
 
 Frames are never all held at once: per frame only the running best is kept, so memory stays bounded for long
 videos.
@@ -29,7 +30,7 @@ from PIL import Image
 from deepguard.output import to_record
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import load_image, video_info
-from deepguard.runtime.types import Analysis, Face, Frame
+from deepguard.runtime.types import Analysis, Frame
 from deepguard.serving.engine import Accumulator, Engine
 
 PREVIEW_PX = 480
@@ -63,19 +64,11 @@ def data_uri(jpeg_bytes: bytes | None) -> str | None:
     return None if not jpeg_bytes else "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes).decode()
 
 
-def iou(a: list[float], b: list[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 @dataclass
-class _Track:
+class _Person:
+    """What the page shows of one tracked person (``Face.person``, set by the runtime tracker in the Accumulator)."""
+
     id: int
-    box: list[float]
-    last: int  # sampled-frame position last seen
     scores: list[float] = field(default_factory=list)
     times: list[float | None] = field(default_factory=list)
     best: float = -1.0
@@ -83,68 +76,27 @@ class _Track:
     crop: bytes | None = None
 
 
-class Tracker:
-    """Greedy overlap tracking across sampled frames: enough to say "person 2" on a chart.
-
-    A face joins the track whose last box overlaps it most (IoU > 0.2), else the nearest track of a similar
-    size (within 2x) whose last box centre is within 1.5 box widths - sampled frames can be a second apart,
-    and a face can cross its own width in that time - else it starts a new person.
-    """
-
-    def __init__(self, max_gap: int = 5) -> None:
-        self.tracks: list[_Track] = []
-        self.max_gap = max_gap
-
-    def assign(self, pos: int, faces: list[Face]) -> list[_Track]:
-        live = [t for t in self.tracks if pos - t.last <= self.max_gap]
-        taken: set[int] = set()
-        out: list[_Track] = []
-        for f in faces:
-            best, best_v = None, 0.2
-            for t in live:
-                if t.id not in taken and (v := iou(f.box, t.box)) > best_v:
-                    best, best_v = t, v
-            if best is None:
-                w = max(f.box[2] - f.box[0], 1.0)
-                cx, cy = (f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2
-                near = [
-                    (math.dist((cx, cy), ((t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2)), t)
-                    for t in live
-                    if t.id not in taken and 0.5 <= max(t.box[2] - t.box[0], 1.0) / w <= 2.0
-                ]
-                near = [(d, t) for d, t in near if d < 1.5 * w]
-                best = min(near, key=lambda x: x[0])[1] if near else None
-            if best is None:
-                best = _Track(len(self.tracks), f.box, pos)
-                self.tracks.append(best)
-            taken.add(best.id)
-            best.box, best.last = f.box, pos
-            best.scores.append(f.score)
-            best.times.append(f.time)
-            out.append(best)
-        return out
-
-
 class ResultBuilder:
     """Feeds on (frame, outcome) pairs as they come out of the engine; keeps only running bests."""
 
     def __init__(self, engine: Engine, name: str, kind: str) -> None:
-        self.acc = Accumulator(name, kind, engine.classifier.name, engine.threshold)
+        self.acc = Accumulator(name, kind, engine.classifier.name, engine.threshold, engine.band)
         self.kind = kind
-        self.tracker = Tracker()
-        self.face_person: list[int] = []
+        self.people: dict[int, _Person] = {}
+        self.face_person: list[int | None] = []
         self.image_crops: list[tuple[int, int, bytes]] = []  # (face index, person, jpeg) for images
         self.best_frame: Frame | None = None  # downscaled copy of the frame the boxes are drawn on
         self.best_size = (0, 0)  # its original width, height (the boxes' coordinate space)
         self.best_key = (-2.0, -1)
 
     def add(self, frame: Frame, out) -> None:
-        pos = self.acc.n
         first_face = len(self.acc.faces)
-        self.acc.add(out)
+        self.acc.add(out)  # tracks: sets each face's person id
         faces = out.faces
-        tracks = self.tracker.assign(pos, faces)
-        self.face_person.extend(t.id for t in tracks)
+        ids = [f.person for f in faces]
+        assert None not in ids
+        tracks = [self.people.setdefault(i, _Person(i)) for i in ids]  # type: ignore[arg-type]
+        self.face_person.extend(ids)
         crops = None
         if faces:
             boxes = np.array([f.box for f in faces], np.float32)
@@ -156,6 +108,8 @@ class ResultBuilder:
                     self.image_crops.append((first_face + i, t.id, jpeg(crops[i], CROP_PX, 85)))
             elif f.score > t.best:
                 t.best, t.best_face, t.crop = f.score, first_face + i, jpeg(crops[i], CROP_PX, 85)
+            t.scores.append(f.score)
+            t.times.append(f.time)
         # The frame the boxes are drawn on: highest frame score, then most faces; the first frame otherwise.
         key = (-1.0 if out.score.score is None else out.score.score, len(faces))
         if self.best_frame is None or key > self.best_key:
@@ -166,17 +120,19 @@ class ResultBuilder:
     def build(self) -> WebResult:
         a = self.acc.result()
         record = to_record(a)
-        tracks = self.tracker.tracks
+        tracks = [self.people[p.id] for p in a.persons]  # the voting persons only (no one-frame detections)
         persons = [
             {
                 "id": t.id,
+                "score": round(p.score, 6),  # the confident-frames rule over the person's faces
+                "verdict": p.verdict,
                 "faces": len(t.scores),
                 "max": round(max(t.scores), 6),
                 "mean": round(sum(t.scores) / len(t.scores), 6),
                 "first": t.times[0],
                 "last": t.times[-1],
             }
-            for t in tracks
+            for p, t in zip(a.persons, tracks, strict=True)
         ]
         if self.kind == "image":
             crops = [{"face": i, "person": p, "src": data_uri(j)} for i, p, j in self.image_crops]
@@ -196,6 +152,7 @@ class ResultBuilder:
             "verdict": a.verdict,
             "score": record["score"],
             "threshold": a.threshold,
+            "band": list(self.acc.band) if self.acc.band else None,
             "model": a.model,
             "record": record,
             "face_person": self.face_person,

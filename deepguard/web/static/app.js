@@ -475,6 +475,7 @@
     const v = r.verdict;
     const text = v === "fake" ? t("explain_fake", { p: pct(r.score), t: pct(thr) })
       : v === "real" ? t("explain_real", { p: pct(r.score), t: pct(thr) })
+      : v === "uncertain" && r.band ? t("explain_uncertain", { p: pct(r.score), lo: pct(r.band[0]), hi: pct(r.band[1]) })
       : v === "no_face" ? t("explain_no_face") : t("err_bad_media");
     const banner = h("div", { class: "verdict " + v },
       h("h2", { tabindex: "-1", text: t("verdict_" + v) }),
@@ -487,6 +488,12 @@
       const mark = h("span", { class: "thr", title: t("threshold_label", { t: pct(thr) }) });
       mark.style.insetInlineStart = (thr * 100).toFixed(1) + "%";
       meter.append(fill, mark);
+      if (r.band && r.band[1] > r.band[0]) {  // the uncertain range [lo, hi) of a calibrated model
+        const band = h("span", { class: "band", title: t("model_band_value", { lo: pct(r.band[0]), hi: pct(r.band[1]) }) });
+        band.style.insetInlineStart = (r.band[0] * 100).toFixed(1) + "%";
+        band.style.inlineSize = ((r.band[1] - r.band[0]) * 100).toFixed(1) + "%";
+        meter.append(band);
+      }
       banner.append(
         h("p", { class: "score-line" }, h("span", { text: t("prob_label") + ": " }), h("strong", { class: "score", text: pct(r.score) })),
         meter,
@@ -553,7 +560,8 @@
       if (!f) continue;
       const isVideo = r.kind === "video";
       const person = (r.persons || []).find((p) => p.id === c.person);
-      const score = isVideo && person ? person.max : f.score;
+      // a person's verdict score is the video rule over its faces (older history entries only have max)
+      const score = isVideo && person ? (person.score ?? person.max) : f.score;
       const title = isVideo ? t("person_n", { n: c.person + 1 }) : t("face_n", { n: c.face + 1 });
       const info = [h("strong", { text: title }), h("span", { class: "chip " + (isFake(score, thr) ? "fake" : "real"), text: t(isFake(score, thr) ? "chip_fake" : "chip_real") })];
       const lines = [h("span", { text: t("face_score", { p: pct(score) }) })];
@@ -801,6 +809,10 @@
     add("model_data", meta.training_data);
     add("model_input", t("model_input_value", { size: m.input_size, layout: meta.input_layout || "NHWC", order: meta.color_order || "RGB" }));
     add("model_threshold", pct(m.threshold, 2));
+    if (m.uncertain_low !== undefined && m.uncertain_high !== undefined) {
+      add("model_band", t("model_band_value", { lo: pct(m.uncertain_low, 2), hi: pct(m.uncertain_high, 2) }));
+    }
+    if (meta.temperature !== undefined) add("model_temperature", Number(meta.temperature).toFixed(3));
     add("model_detector", m.detector);
     add("model_provider", m.provider);
     out.push(dl);
