@@ -119,6 +119,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verdict_rule(threshold: float, band: tuple[float, float] | None) -> str:
+    if band is None:
+        return f"binary: real < {threshold:.4g} <= fake"
+    return f"graded: real < {band[0]:.4g} <= uncertain < {band[1]:.4g} <= fake (binary cut {threshold:.4g})"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from deepguard.runtime.classify import DEFAULT_DIR, FaceClassifier
 
@@ -135,6 +141,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "size_mb": round(p.stat().st_size / 2**20, 2),
                 "provider": clf.provider,
                 **clf.meta,
+                # calibration, spelled out even for models without it (T = 1, binary verdicts)
+                "temperature": clf.temperature,
+                "threshold": clf.threshold,
+                "uncertain_band": list(clf.band) if clf.band else None,
+                "verdicts": _verdict_rule(clf.threshold, clf.band),
             }
         )
     if args.json:
@@ -194,7 +205,12 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     print(
         json.dumps(
             train_default(
-                args.data, args.out, budget_min=args.budget_min, install=args.install, cache_dir=args.cache
+                args.data,
+                args.out,
+                budget_min=args.budget_min,
+                install=args.install,
+                cache_dir=args.cache,
+                sbi_fraction=args.sbi_fraction,
             ),
             indent=2,
         )
@@ -243,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--roc", metavar="PNG", help="write the ROC curve here")
     e.add_argument("--json", metavar="FILE", help="write the metrics as JSON")
     e.add_argument("--limit", type=int, help="use at most N samples (spread over the set)")
+    e.add_argument(
+        "--perturb",
+        metavar="SPEC",
+        help="also score each sample under these perturbations (applied before face detection) and print "
+        "the AUC under each, e.g. jpeg:50,scale:0.5,blur:1.0 (kinds: jpeg:Q, scale:F, blur:SIGMA, "
+        "noise:SIGMA; chain with +, e.g. scale:0.5+jpeg:70)",
+    )
     _add_runtime_args(e)
     e.set_defaults(func=cmd_evaluate)
 
@@ -279,7 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--data", default="../shared/data/dfdc-faces/manifest.csv")
     td.add_argument("--out", default="runs/edge")
     td.add_argument(
-        "--budget-min", type=float, default=80.0, help="training wall-clock budget (both members)"
+        "--budget-min", type=float, default=100.0, help="training wall-clock budget (both members)"
+    )
+    td.add_argument(
+        "--sbi-fraction",
+        type=float,
+        default=0.4,
+        help="share of the fake half of each batch made of self-blended real faces (0 = DFDC fakes only)",
     )
     td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
