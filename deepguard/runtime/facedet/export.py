@@ -156,14 +156,20 @@ def _rename_outputs(model: onnx.ModelProto) -> None:
     graph.output.extend(copies)
 
 
-def convert_one(model: str, dst: Path) -> Path:
-    """tflite -> ONNX (dynamic batch, renamed outputs, checked) for ``model`` in MODELS."""
-    src = tflite_path(model)
+def tflite_to_onnx(src: Path) -> onnx.ModelProto:
+    """Convert one MediaPipe tflite file and make its batch dimension dynamic (also used for the face mesh)."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
         run_tf2onnx(src, raw)
         proto = onnx.load(str(raw))
     make_batch_dynamic(proto)
+    return proto
+
+
+def convert_one(model: str, dst: Path) -> Path:
+    """tflite -> ONNX (dynamic batch, renamed outputs, checked) for ``model`` in MODELS."""
+    src = tflite_path(model)
+    proto = tflite_to_onnx(src)
     _rename_outputs(proto)
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
     onnx.checker.check_model(proto, full_check=True)
