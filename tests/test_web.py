@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -114,7 +115,15 @@ def upload(driver, path: Path, fps: str | None = None) -> None:
 
 
 def history_names(driver) -> list[str]:
+    """File names listed in the history table; re-reads when the table re-renders mid-read (slow, busy CI)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     wait(driver, lambda d: css(d, "#history-table tbody tr") or css(d, "#history-empty")[0].is_displayed())
+    for _ in range(20):
+        try:
+            return [a.text for a in css(driver, "#history-table tbody tr a.filename")]
+        except StaleElementReferenceException:
+            time.sleep(0.1)
     return [a.text for a in css(driver, "#history-table tbody tr a.filename")]
 
 
