@@ -125,6 +125,32 @@ def _verdict_rule(threshold: float, band: tuple[float, float] | None) -> str:
     return f"graded: real < {band[0]:.4g} <= uncertain < {band[1]:.4g} <= fake (binary cut {threshold:.4g})"
 
 
+def _measured(model: Path) -> dict:
+    """Headline validation numbers from the ``metrics.json`` the recipe writes beside the shipped model (if any).
+
+    Why here: users deciding whether to trust a verdict ask "how good is it, and under what conditions" first; the
+    numbers come from the build that produced these exact files (``training/default.py``), never typed in.
+    """
+    f = model.parent / "metrics.json"
+    if not f.is_file():
+        return {}
+    try:
+        m = json.loads(f.read_text())
+        prec = "int8" if "int8" in model.name else "fp32"
+        out = {
+            "val_roc_auc": round(m["val"][prec]["roc_auc"], 4),
+            "val_accuracy": round(m["val"][prec]["accuracy"], 4),
+        }
+        rows = m.get("robustness" if prec == "int8" else "robustness_fp32") or []
+        if rows:
+            out["val_auc_under"] = {r["condition"]: round(r["roc_auc"], 4) for r in rows}
+        if m.get("self_blend_probe"):
+            out["self_blend_probe_auc"] = round(m["self_blend_probe"]["auc"], 4)
+        return out
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from deepguard.runtime.classify import DEFAULT_DIR, FaceClassifier
 
@@ -146,6 +172,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                 "threshold": clf.threshold,
                 "uncertain_band": list(clf.band) if clf.band else None,
                 "verdicts": _verdict_rule(clf.threshold, clf.band),
+                **_measured(p),
             }
         )
     if args.json:

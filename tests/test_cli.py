@@ -72,6 +72,34 @@ def test_info_shows_metadata(capsys) -> None:
         assert i["input_layout"] == "NHWC" and i["color_order"] == "RGB"
         assert len(i["members"]) == 2 and 0 < float(i["threshold"]) < 1
         assert "DFDC" in i["training_data"]
+        # the shipped metrics.json is read back per precision
+        m = json.loads((Path(i["path"]).parent / "metrics.json").read_text())
+        prec = "int8" if "int8" in Path(i["path"]).name else "fp32"
+        assert i["val_roc_auc"] == round(m["val"][prec]["roc_auc"], 4)
+
+
+def test_info_without_metrics_file_still_works(tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from deepguard.runtime.classify import DEFAULT_DIR
+
+    model = shutil.copy(DEFAULT_DIR / "deepguard-edge-int8.onnx", tmp_path / "m-int8.onnx")
+    assert main(["info", "--json", "--model", str(model)]) == 0
+    (info,) = json.loads(capsys.readouterr().out)
+    assert "val_roc_auc" not in info
+    (tmp_path / "metrics.json").write_text(
+        json.dumps(
+            {
+                "val": {"int8": {"roc_auc": 0.5, "accuracy": 0.5}},
+                "robustness": [{"condition": "jpeg:50", "roc_auc": 0.45}],
+                "self_blend_probe": {"auc": 0.7},
+            }
+        )
+    )
+    assert main(["info", "--json", "--model", str(model)]) == 0
+    (info,) = json.loads(capsys.readouterr().out)
+    assert info["val_roc_auc"] == 0.5 and info["val_auc_under"] == {"jpeg:50": 0.45}
+    assert info["self_blend_probe_auc"] == 0.7
 
 
 def test_evaluate_prints_metrics_and_roc(astronaut, tmp_path: Path, capsys) -> None:
