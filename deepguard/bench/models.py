@@ -68,10 +68,14 @@ class UnfusedEnsemble:
             [float(m.get("weight", 1.0)) for m in meta.get("members", [])] or [1.0] * len(self.paths)
         )
         self.weights = (w / w.sum()).astype(np.float32)
+        self.temperature = float(meta.get("temperature", 1.0))  # the fused graph calibrates its average
 
     def score(self, crops: np.ndarray) -> np.ndarray:
+        from deepguard.convert.calibrate import apply_temperature
+
         probs = [s.run(None, {"image": crops})[0].reshape(len(crops), -1) for s in self.sessions]
-        return np.concatenate(probs, axis=1) @ self.weights
+        p = np.concatenate(probs, axis=1) @ self.weights
+        return apply_temperature(p, self.temperature).astype(np.float32)
 
 
 def fp16_of(fp32: str | Path) -> Path:

@@ -114,6 +114,17 @@ def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = N
         if pr
         else ""
     )
+    ph = summary.get("real_photos") or {}
+    photos = ""
+    if ph:
+        listed = "; ".join(f"{k}: {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in ph.items())
+        photos = (
+            "- Sharp, well-lit or colour-graded photographs, far from DFDC's small, heavily compressed video frames, "
+            "can score high although real. Face scores on the real photos that installed packages ship "
+            f"(full pipeline, INT8): {listed}. Self-blend training looks for inner-face vs surroundings mismatches "
+            "in colour and sharpness, which shallow depth of field and studio light also produce: treat a "
+            '"fake" on such media as a lead to check, never as proof.'
+        )
     lat = ""
     if latency:
         lat = "\n## Latency (this CPU)\n\n" + "\n".join(f"- {k}: {v}" for k, v in latency.items()) + "\n"
@@ -169,6 +180,7 @@ INT8 vs FP32: ΔAUC {_fmt(val["int8_vs_fp32"]["delta_auc"])}, decision agreement
   lower; the hidden-set numbers are not known to us. `score` is calibrated on DFDC val (in-domain, 1:1 real to
   fake); on other data or at another base rate it is a ranking signal more than a probability.
 - One face crop at a time: no temporal cues. Faces smaller than ~40 px are unreliable.
+{photos}
 """
     out = Path(out)
     out.write_text(text)

@@ -439,6 +439,12 @@
   function personColor(p) { return PALETTE[p % PALETTE.length]; }
   function isFake(score, thr) { return score !== null && score !== undefined && score >= thr; }
 
+  // Graded verdict of one score, as deepguard.runtime.aggregate.verdict: real < lo <= uncertain < hi <= fake.
+  function grade(score, thr, band) {
+    if (band && band[1] > band[0]) return score >= band[1] ? "fake" : score >= band[0] ? "uncertain" : "real";
+    return isFake(score, thr) ? "fake" : "real";
+  }
+
   function renderResult(container, r, opts) {
     opts = opts || {};
     const thr = r.threshold === null || r.threshold === undefined ? 0.5 : r.threshold;
@@ -563,7 +569,7 @@
       // a person's verdict score is the video rule over its faces (older history entries only have max)
       const score = isVideo && person ? (person.score ?? person.max) : f.score;
       const title = isVideo ? t("person_n", { n: c.person + 1 }) : t("face_n", { n: c.face + 1 });
-      const info = [h("strong", { text: title }), h("span", { class: "chip " + (isFake(score, thr) ? "fake" : "real"), text: t(isFake(score, thr) ? "chip_fake" : "chip_real") })];
+      const info = [h("strong", { text: title }), h("span", { class: "chip " + grade(score, thr, r.band), text: t("chip_" + grade(score, thr, r.band)) })];
       const lines = [h("span", { text: t("face_score", { p: pct(score) }) })];
       if (isVideo && person) {
         lines.push(h("span", { class: "hint", text: t("person_scores", { max: pct(person.max), mean: pct(person.mean) }) }));
