@@ -12,6 +12,7 @@ applied to every decoded image / sampled video frame before face detection, and 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -153,9 +154,7 @@ def evaluate(args: argparse.Namespace) -> str:
     f_labels: dict[str, list[int]] = {n: [] for n in names}
     f_groups: dict[str, list[str]] = {n: [] for n in names}
     errs = dict.fromkeys(names, 0)
-    per_group = {}
-    for x in samples:
-        per_group[x.group_key] = per_group.get(x.group_key, 0) + 1
+    per_group = Counter(x.group_key for x in samples)
     known: dict[str, dict[str, float]] = {n: {} for n in names}
     if args.face_crops and not any(x.path.suffix.lower() in VIDEO_EXTENSIONS for x in samples):
         by = score_face_crops(det.classifier, samples, conditions=conditions)

@@ -96,6 +96,13 @@ TRAINING_DATA = (
 )
 
 
+def fused_val_probs(logits: dict[str, np.ndarray], weights: list[float]) -> np.ndarray:
+    """What the uncalibrated fused graph outputs: the weighted mean (weights normalised) of member sigmoids."""
+    probs = np.stack([1 / (1 + np.exp(-np.asarray(logits[n], np.float64).reshape(-1))) for n in logits], 1)
+    w = np.asarray(weights, np.float64)
+    return probs @ (w / w.sum())
+
+
 def choose_weights(logits: dict[str, np.ndarray], labels: np.ndarray) -> tuple[list[float], float]:
     """Ensemble weights and decision threshold from validation.
 
@@ -103,29 +110,19 @@ def choose_weights(logits: dict[str, np.ndarray], labels: np.ndarray) -> tuple[l
     quantity the fused graph computes); ties favour equal weights. Threshold: maximises balanced accuracy (Youden's
     J) on validation, which is class-prior free, so it does not bake in DFDC's 1:1 val ratio.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_auc_score
 
-    names = list(logits)
-    probs = np.stack([1 / (1 + np.exp(-logits[n])) for n in names], 1)
-    grid = [w / 10 for w in range(1, 10)] if len(names) == 2 else [None]
-    best = (-1.0, 0.0, [1.0 / len(names)] * len(names))
-    for w in grid:
-        ws = [w, 1 - w] if w is not None else best[2]
-        auc = roc_auc_score(labels, probs @ np.asarray(ws))
+    from deepguard.convert.calibrate import youden_threshold
+
+    n = len(logits)
+    grid = [[w / 10, 1 - w / 10] for w in range(1, 10)] if n == 2 else [[1.0 / n] * n]
+    best = (-1.0, 0.0, grid[0])
+    for ws in grid:
+        auc = roc_auc_score(labels, fused_val_probs(logits, ws))
         key = (round(auc, 4), -abs(ws[0] - 0.5))
         if key > (round(best[0], 4), best[1]):
             best = (auc, -abs(ws[0] - 0.5), ws)
-    fused = probs @ np.asarray(best[2])
-    fpr, tpr, thr = roc_curve(labels, fused)
-    i = int(np.argmax(tpr - fpr))
-    return [round(float(w), 3) for w in best[2]], float(np.clip(thr[i], 1e-3, 1 - 1e-3))
-
-
-def fused_val_probs(logits: dict[str, np.ndarray], weights: list[float]) -> np.ndarray:
-    """What the uncalibrated fused graph outputs: the weighted mean (weights normalised) of member sigmoids."""
-    probs = np.stack([1 / (1 + np.exp(-np.asarray(logits[n], np.float64).reshape(-1))) for n in logits], 1)
-    w = np.asarray(weights, np.float64)
-    return probs @ (w / w.sum())
+    return [round(float(w), 3) for w in best[2]], youden_threshold(fused_val_probs(logits, best[2]), labels)
 
 
 def _onnx_scores(path, crops, batch: int = 64):
