@@ -96,7 +96,21 @@ def test_choose_weights_prefers_informative_member() -> None:
     assert bal_acc > 0.9 and 0 < thr < 1
 
 
-def test_tiny_fit_learns(tmp_path: Path) -> None:
+def test_lr_schedule_warms_up_then_anneals() -> None:
+    """Cosine-by-progress: linear warm-up to the peak, monotone decay after it, ending at the floor."""
+    from deepguard.training.train import lr_at
+
+    peak, warm = 5e-4, 0.1
+    assert lr_at(0.0, peak, warm) < lr_at(0.05, peak, warm) < lr_at(0.1, peak, warm) == pytest.approx(peak)
+    tail = [lr_at(p, peak, warm) for p in np.linspace(0.1, 1.0, 50)]
+    assert np.all(np.diff(tail) <= 0)
+    assert lr_at(1.0, peak, warm) == pytest.approx(0.02 * peak)
+    assert lr_at(7.0, peak, warm) == lr_at(1.0, peak, warm)  # overrun clamps to the floor
+    assert lr_at(0.55, peak, warm) == pytest.approx(peak * (0.02 + 0.98 * 0.5))
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_tiny_fit_learns(tmp_path: Path, schedule: str) -> None:
     """Two epochs on a trivially separable set must beat chance: the loop really trains and checkpoints."""
     pytest.importorskip("torch")
     from deepguard.models.import_weights import import_backbone
@@ -118,6 +132,10 @@ def test_tiny_fit_learns(tmp_path: Path) -> None:
         augment=False,
         head=HeadConfig(units=(16,), dropout=0.0, l2=0.0),
         imagenet_weights=str(w),
+        schedule=schedule,
     )
     s = train_member(train, val, tmp_path / "run", cfg)
     assert Path(s["keras"]).is_file() and s["val_auc"] > 0.8
+    if schedule == "cosine":  # the rate really follows the schedule (a no-op callback would leave it at 2e-4)
+        rates = s["history"]["learning_rate"]
+        assert rates[0] > rates[-1] and rates[-1] < 1e-4

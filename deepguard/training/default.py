@@ -21,6 +21,9 @@ from deepguard.training.train import TrainConfig, train_member
 EDGE_MEMBERS = ("mobilenet_v2", "efficientnet_lite0")
 #: Share of each batch's fake half made of self-blended real faces (the rest are DFDC fakes).
 SBI_FRACTION = 0.4
+# Peak rate of the cosine schedule. Members stop on the wall-clock budget while still improving, so a higher
+# peak than the origin's constant 2e-4, annealed to 2 % of it at the budget, gets more out of the same minutes.
+PEAK_LR = 5e-4
 
 
 def train_edge_members(
@@ -69,6 +72,8 @@ def train_edge_members(
             batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
             time_budget_s=per_member * 0.97,
+            lr=PEAK_LR,
+            schedule="cosine",
             imagenet_weights=str(weights[arch]),
             seed=seed + i,
             head=EDGE_HEAD,
