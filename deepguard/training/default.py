@@ -215,6 +215,18 @@ def real_photo_scores(model: str | Path) -> dict[str, list[float]]:
     return out
 
 
+def _schedule(member: dict) -> dict:
+    """What a member's optimiser actually did: peak rate, schedule, epochs run (from its train.json summary)."""
+    cfg = member.get("config", {})
+    return {
+        "lr": cfg.get("lr"),
+        "schedule": cfg.get("schedule", "plateau"),
+        "epochs_run": member.get("epochs_run"),
+        "steps_per_epoch": member.get("steps_per_epoch"),
+        "batch_size": cfg.get("batch_size"),
+    }
+
+
 def build_default_model(
     run_dir: str | Path,
     data: str | Path,
@@ -286,7 +298,11 @@ def build_default_model(
         "robustness_fp32": robustness["fp32"],
         "self_blend_probe": probe,
         "real_photos": real_photo_scores(res["int8"]),
-        "recipe": {"sbi_fraction": sbi_fraction, "input_size": input_size},
+        "recipe": {
+            "sbi_fraction": sbi_fraction,
+            "input_size": input_size,
+            "schedule": {a: _schedule(m) for a, m in summaries.items()},
+        },
         "train_seconds": train_seconds,
         "build_seconds": round(time.time() - t_build, 1),
         "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},
