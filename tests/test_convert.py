@@ -194,6 +194,31 @@ def test_fp16_close_to_fp32(built):
     assert d.max() <= 1e-2
 
 
+def test_fp16_keeps_each_member_stem_in_fp32(built, tmp_path):
+    """The first ``stem_nodes`` nodes of every member keep FP32 weights; the rest of each member is FP16."""
+    from deepguard.convert.fp16 import _stem_nodes, to_fp16
+
+    fp32 = onnx.load(str(built["result"]["fp32"]))
+    members = [n for n in fp32.graph.node if n.name.startswith(("m0_", "m1_"))]
+    first_conv = {
+        p: [n.name for n in members if n.name.startswith(p)].index(
+            next(n.name for n in members if n.name.startswith(p) and n.op_type == "Conv")
+        )
+        for p in ("m0_", "m1_")
+    }
+    k = max(first_conv.values()) + 1  # each member's first conv is in its stem, later ones are not
+    stem = set(_stem_nodes(fp32.graph, k))
+    assert {n.split("/")[0] for n in stem} == {"m0_a", "m1_b"}
+    proto = onnx.load(str(to_fp16(built["result"]["fp32"], tmp_path / "stem.onnx", stem_nodes=k)))
+    dtype = {t.name: t.data_type for t in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    kinds = {flag: {dtype[n.input[1]] for n in convs if (n.name in stem) == flag} for flag in (True, False)}
+    assert kinds[True] == {onnx.TensorProto.FLOAT} and kinds[False] == {onnx.TensorProto.FLOAT16}
+    crops = built["val"]
+    d = np.abs(_run(tmp_path / "stem.onnx", crops)["prob"] - _run(built["result"]["fp32"], crops)["prob"])
+    assert d.max() <= 1e-2
+
+
 def test_int8_agrees_with_fp32(built):
     int8, fp32 = built["result"]["int8"], built["result"]["fp32"]
     proto = onnx.load(str(int8))
