@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--data", default="../shared/data/dfdc-faces/manifest.csv")
     td.add_argument("--out", default="runs/edge")
     td.add_argument(
-        "--budget-min", type=float, default=100.0, help="training wall-clock budget (both members)"
+        "--budget-min", type=float, default=105.0, help="training wall-clock budget (both members)"
     )
     td.add_argument(
         "--sbi-fraction",

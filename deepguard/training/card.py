@@ -179,8 +179,8 @@ shifted copy of the face is blended back through a 468-point face-mesh hull mask
 elastically deformed and blurred, with a random blend ratio - so the model learns blending boundaries and
 statistics mismatches rather than one generator's fingerprint. Augmentation on every sample: flip, rotation ±10°,
 zoom 0.8–1.15, shift ±6 %, JPEG quality 30–95, Gaussian blur, down/up-scaling, colour jitter, noise, cut-out of a
-face region; best checkpoint and early stopping on validation ROC-AUC; a wall-clock budget split between the
-members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
+face region; best checkpoint on validation ROC-AUC (patience-based early stopping only with the plateau
+schedule); a wall-clock budget split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
 calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.
 {probe}
 ## Validation (frame level = one crop, DFDC val, 3,234 crops)
