@@ -88,9 +88,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     w = terminalreporter.write_line
     w("")
     w("=" * 30 + " DeepGuard benchmark summary " + "=" * 30)
-    w(
-        f"machine: {machine['cpu']}, {machine['cores']} cores @ {machine['ghz']} GHz nominal, {machine['isa']}"
-    )
+    w(f"machine: {machine['cpu']}, {machine['cores']} cores @ {machine['ghz']} GHz nominal, {machine['isa']}")
     sec_w = max(len(r["section"]) for r in _ROWS)
     met_w = max(len(r["metric"]) for r in _ROWS)
     for r in _ROWS:
