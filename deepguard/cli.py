@@ -212,6 +212,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         input_size=args.size,
         batch_size=args.batch,
         lr=args.lr,
+        schedule=args.schedule,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,
         time_budget_s=args.budget_min * 60 if args.budget_min else None,
@@ -311,7 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--profile", choices=["edge", "seed"], default="edge")
     t.add_argument("--size", type=int, default=160)
     t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--lr", type=float, default=2e-4, help="Adam rate (the peak, with --schedule cosine)")
+    t.add_argument(
+        "--schedule",
+        choices=["plateau", "cosine"],
+        default="plateau",
+        help="plateau: halve on a flat val AUC + early stopping (origin); cosine: warm-up, anneal to the budget",
+    )
     t.add_argument("--epochs", type=int, default=30)
     t.add_argument("--steps-per-epoch", type=int)
     t.add_argument("--budget-min", type=float, help="wall-clock limit in minutes")

@@ -120,3 +120,36 @@ def test_evaluate_prints_metrics_and_roc(astronaut, tmp_path: Path, capsys) -> N
     m = json.loads(js.read_text())["levels"]["frame"]
     assert m["n"] == 4 and m["n_pos"] == 2
     assert roc.stat().st_size > 1000
+
+
+def test_train_schedule_flag_reaches_config(monkeypatch, tmp_path) -> None:
+    """`deepguard train --schedule cosine` trains with the cosine schedule; an unknown schedule is a usage error."""
+    import deepguard.training.data as data
+    import deepguard.training.train as train
+
+    seen = {}
+
+    def fake_train(
+        tr, va, out, cfg, *a, **k
+    ):  # records the config only: the fit itself is tested in test_training
+        seen["cfg"] = cfg
+        return {"val_auc": 0.5, "train_seconds": 0.0, "keras": str(tmp_path / "m.keras")}
+
+    monkeypatch.setattr(data, "load_crops", lambda *a, **k: None)
+    monkeypatch.setattr(train, "train_member", fake_train)
+    main(
+        [
+            "train",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--schedule",
+            "cosine",
+            "--lr",
+            "5e-4",
+        ]
+    )
+    assert seen["cfg"].schedule == "cosine" and seen["cfg"].lr == 5e-4
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--schedule", "linear"])
