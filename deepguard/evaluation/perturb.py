@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from deepguard.errors import DeepGuardError
+from deepguard.evaluation.report import format_cell, render_table
 
 Image = np.ndarray  # (H, W, 3) uint8 RGB
 
@@ -346,12 +347,6 @@ _COLUMNS = [
 ]
 
 
-def _cell(v: Any, fmt: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(int(v) if fmt == "d" else float(v), fmt)
-
-
 def format_robustness(rows: Sequence[Mapping[str, Any]]) -> str:
     """Plain-text table of :func:`robustness_rows` output (ASCII only; a ``no_face`` column when any
     condition lost faces). tpr/fpr/acc are at the rows' decision threshold, printed underneath."""
@@ -359,15 +354,8 @@ def format_robustness(rows: Sequence[Mapping[str, Any]]) -> str:
     if any(r.get("no_face") for r in rows):
         cols.insert(1, ("no_face", "no_face", "d"))
     header = ["condition"] + [c[0] for c in cols]
-    body = [[str(r["condition"])] + [_cell(r.get(k), f) for _, k, f in cols] for r in rows]
-    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    lines = [line(header), "  ".join("-" * w for w in widths), *(line(x) for x in body)]
+    body = [[str(r["condition"])] + [format_cell(r.get(k), f) for _, k, f in cols] for r in rows]
+    lines = render_table(header, body)
     thresholds = {r.get("threshold") for r in rows}
     if len(thresholds) == 1 and None not in thresholds:
         lines.append(f"(acc/tpr/fpr at threshold {float(thresholds.pop()):g}; dAUC vs clean)")

@@ -31,13 +31,26 @@ _COLUMNS: list[tuple[str, str, str]] = [
 ]
 
 
-def _cell(value: Any, fmt: str) -> str:
+def format_cell(value: Any, fmt: str) -> str:
+    """One table cell: ``fmt`` applied to a number, "-" for a missing or NaN value, the text of anything else."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     try:
         return format(int(value) if fmt == "d" else float(value), fmt)
     except (TypeError, ValueError):
         return str(value)
+
+
+def render_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Aligned plain-text lines: header, dashes, rows; the first column left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
 def format_table(metrics_by_level: Mapping[str, Mapping[str, Any]]) -> str:
@@ -52,17 +65,10 @@ def format_table(metrics_by_level: Mapping[str, Mapping[str, Any]]) -> str:
         columns.insert(3, ("thr", "threshold", ".3f"))
     header = ["level"] + [c[0] for c in columns]
     rows = [
-        [str(level)] + [_cell(metrics.get(key), fmt) for _, key, fmt in columns]
+        [str(level)] + [format_cell(metrics.get(key), fmt) for _, key, fmt in columns]
         for level, metrics in metrics_by_level.items()
     ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        )
-
-    out = [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+    out = render_table(header, rows)
     if len(thresholds) == 1:
         (thr,) = thresholds
         if thr is not None:
