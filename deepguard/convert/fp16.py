@@ -147,7 +147,8 @@ def to_fp16(
     """
     from onnxconverter_common import float16
 
-    model = copy.deepcopy(load_onnx(src))
+    # The stem blocking edits the graph: copy a caller's proto, a freshly loaded file is ours already.
+    model = copy.deepcopy(src) if isinstance(src, onnx.ModelProto) else load_onnx(src)
     where = str(src) if not isinstance(src, onnx.ModelProto) else "model"
     stem = _stem_nodes(model.graph, stem_nodes)
     _unshare_initializers(model.graph, set(stem))
