@@ -11,7 +11,7 @@ ONNX export behaves like the original tflite graph, but are vectorised with nump
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -26,6 +26,11 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 NUM_KEYPOINTS = 6
 RAW_SCORE_CLIP = 100.0  # MediaPipe's score_clipping_thresh
 MAX_BATCH = 64  # views per session call by default; bounds the input tensor to ~28 MB (full)
+# Views per frame. Why a cap: the tile pyramid is sized by the short side, so a 1 x 8000 strip made one view per
+# pixel column (11,429 views, minutes of CPU from a 102-byte PNG). Every frame with an aspect ratio up to 4:1
+# within the 8.3 MP server limit needs at most 40 (3840x2160: 35); beyond the cap a frame gets strip tiles.
+MAX_VIEWS_PER_FRAME = 40
+MAX_STRIPS = 15  # strip tiles of a degenerate frame: whole frame + 15 = 16 views
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,17 @@ def tile_grid(
     return [(x, y, x + side, y + side) for y in starts(height) for x in starts(width)]
 
 
+def grid_size(height: int, width: int, side: int, min_overlap: float = 0.3) -> int:
+    """How many tiles :func:`tile_grid` makes, computed without building them (O(1) for any shape)."""
+    side = int(max(1, min(side, height, width)))
+    step = side * (1 - min_overlap)
+
+    def n(length: int) -> int:
+        return 1 if length <= side else math.ceil((length - side) / step) + 1
+
+    return n(height) * n(width)
+
+
 def tile_pyramid(
     height: int,
     width: int,
@@ -181,8 +197,12 @@ def tile_pyramid(
     growth: float = 2.5,
     min_overlap: float = 0.3,
     min_side: int = 1,
-) -> list[tuple[int, int, int, int]]:
+    max_tiles: int | None = None,
+) -> list[tuple[int, int, int, int]] | None:
     """Tiles of sides base, base*growth, ... until a level would nearly be the whole frame.
+
+    With ``max_tiles``, None when the pyramid would hold more tiles than that (counted level by level
+    before any tile is built, so a 1 x 8 M strip costs nothing to refuse).
 
     Why levels: a face must be >= ~12 px in the model input to be found, and must fit inside a
     tile's overlap to be seen whole. Level k finds faces from ~0.07*side_k up to
@@ -195,12 +215,33 @@ def tile_pyramid(
     tiles: list[tuple[int, int, int, int]] = []
     while True:
         s = min(side, short)
-        grid = tile_grid(height, width, int(s), min_overlap)
-        if len(grid) > 1:
-            tiles += grid
+        count = grid_size(height, width, int(s), min_overlap)
+        if max_tiles is not None and count > 1 and len(tiles) + count > max_tiles:
+            return None
+        if count > 1:
+            tiles += tile_grid(height, width, int(s), min_overlap)
         if s >= short or side * growth >= long:
             return tiles
         side *= growth
+
+
+def strip_tiles(
+    height: int, width: int, count: int = MAX_STRIPS, min_overlap: float = 0.3
+) -> list[tuple[int, int, int, int]]:
+    """At most ``count`` overlapping tiles along the long axis, each spanning the whole short side.
+
+    Used for frames too elongated for square tiles (a 1 x N strip would need N of them): the tiles are
+    letterboxed like the whole frame, so the work per frame is bounded by ``count`` whatever its shape.
+    """
+    short, long = min(height, width), max(height, width)
+    length = max(short, math.ceil(long / (1 + (count - 1) * (1 - min_overlap))))
+    if length >= long:
+        return []
+    n = min(count, math.ceil((long - length) / (length * (1 - min_overlap))) + 1)
+    starts = sorted({round(v) for v in np.linspace(0, long - length, n)})
+    if width >= height:
+        return [(x, 0, x + length, height) for x in starts]
+    return [(0, y, width, y + length) for y in starts]
 
 
 @dataclass
@@ -219,6 +260,21 @@ class _View:
     is_tile: bool
     new_w: int  # size of the resized crop inside the model input
     new_h: int
+
+
+Cancels = Sequence[Callable[[], bool] | None] | None
+
+
+def _dead_frames(cancelled: Cancels) -> set[int]:
+    """Indices of frames whose caller has gone (a predicate that raises counts as still wanted)."""
+    dead: set[int] = set()
+    for i, pred in enumerate(cancelled or ()):
+        try:
+            if pred is not None and pred():
+                dead.add(i)
+        except Exception:  # noqa: BLE001 - a broken predicate must not fail the other frames of the batch
+            pass
+    return dead
 
 
 def _as_rgb(frame: np.ndarray, index: int) -> np.ndarray:
@@ -251,7 +307,13 @@ class BlazeFaceDetector:
     All views of all frames go to onnxruntime together, ``max_batch`` per call (chunking only
     bounds memory; on a 2-core CPU per-image cost was flat up to batch 4 and ~35% higher at 8,
     on GPUs large batches pay off). ``threads`` sets onnxruntime's intra-op threads.
+
+    A frame never gets more than ``max_views`` views (default :data:`MAX_VIEWS_PER_FRAME`): a frame whose
+    pyramid would exceed it (a degenerate aspect ratio such as 1 x 8000) gets the whole-frame view plus at
+    most :data:`MAX_STRIPS` letterboxed strip tiles (:func:`strip_tiles`), so work is bounded per frame.
     """
+
+    supports_cancel = True  # detect(frames, cancelled=...) skips the remaining views of cancelled frames
 
     def __init__(
         self,
@@ -267,6 +329,7 @@ class BlazeFaceDetector:
         threads: int | None = None,
         max_batch: int = MAX_BATCH,
         spin: bool | None = None,
+        max_views: int = MAX_VIEWS_PER_FRAME,
     ) -> None:
         if model not in MODEL_CONFIGS:
             raise ValueError(f"unknown BlazeFace model {model!r}; use 'full' or 'short'")
@@ -281,6 +344,7 @@ class BlazeFaceDetector:
         self.tile_min_side = int(tile_min_side)
         self.tile_size = int(tile_size or 4 * self.config.input_size)
         self.max_batch = max(1, int(max_batch))
+        self.max_views = max(2, int(max_views))
         self.anchors = generate_anchors(
             self.config.input_size, self.config.strides, self.config.interpolated_scale_aspect_ratio
         )
@@ -315,14 +379,22 @@ class BlazeFaceDetector:
 
     # -- preprocessing --------------------------------------------------------------------------
 
+    def frame_tiles(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """The tiles detected besides the whole frame: the pyramid, or strips when it exceeds the cap."""
+        if not (self.tile is True or (self.tile == "auto" and max(height, width) > self.tile_min_side)):
+            return []
+        size = self.config.input_size
+        tiles = tile_pyramid(height, width, self.tile_size, min_side=size, max_tiles=self.max_views - 1)
+        if tiles is None:
+            return strip_tiles(height, width, min(MAX_STRIPS, self.max_views - 1))
+        return tiles
+
     def _views(self, frames: Sequence[np.ndarray]) -> list[_View]:
         size = self.config.input_size
         views: list[_View] = []
         for i, frame in enumerate(frames):
             h, w = frame.shape[:2]
-            crops = [(0, 0, w, h, False)]
-            if self.tile is True or (self.tile == "auto" and max(h, w) > self.tile_min_side):
-                crops += [(*t, True) for t in tile_pyramid(h, w, self.tile_size, min_side=size)]
+            crops = [(0, 0, w, h, False)] + [(*t, True) for t in self.frame_tiles(h, w)]
             for x0, y0, x1, y1, is_tile in crops:
                 cw, ch = x1 - x0, y1 - y0
                 s = size / max(cw, ch)
@@ -345,32 +417,47 @@ class BlazeFaceDetector:
     # -- inference ------------------------------------------------------------------------------
 
     def _candidates(
-        self, frames: Sequence[np.ndarray], views: Sequence[_View]
+        self, frames: Sequence[np.ndarray], views: Sequence[_View], cancelled: Cancels = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Run the views in chunks of ``max_batch``; keep only above-threshold detections.
 
         Returns (view index, boxes, scores, keypoints), boxes/keypoints in frame pixels. Only
         candidates are kept between chunks, so memory does not grow with the raw (V, A, 16).
+        Before each chunk the frames' ``cancelled`` predicates are asked again, and views of frames
+        whose caller has gone are skipped: a cancel or deadline stops the work, not just the result.
         """
         size = self.config.input_size
-        parts = []
+        empty = (np.zeros(0, np.int64), np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+        parts = [(*empty, np.zeros((0, NUM_KEYPOINTS, 2), np.float32))]
         for start in range(0, len(views), self.max_batch):
-            chunk = views[start : start + self.max_batch]
+            dead = _dead_frames(cancelled)
+            sel = np.array(
+                [
+                    j
+                    for j in range(start, min(start + self.max_batch, len(views)))
+                    if views[j].frame not in dead
+                ],
+                np.int64,
+            )
+            if len(sel) == 0:
+                continue
+            chunk = [views[j] for j in sel]
             batch = np.full((len(chunk), size, size, 3), -1.0, np.float32)
             self._fill(batch, frames, chunk)
             raw_boxes, raw_scores = self.session.run(self.output_names, {self.input_name: batch})
             scores = sigmoid_scores(raw_scores[..., 0])  # (v, A)
-            vi, ai = np.nonzero(scores >= self.score_threshold)  # decode only the candidates
-            b, k = decode(raw_boxes[vi, ai], self.anchors[ai], size)
+            li, ai = np.nonzero(scores >= self.score_threshold)  # decode only the candidates
+            b, k = decode(raw_boxes[li, ai], self.anchors[ai], size)
             valid = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
-            vi, ai, b, k = vi[valid] + start, ai[valid], b[valid], k[valid]
+            li, ai, b, k = li[valid], ai[valid], b[valid], k[valid]
+            vi = sel[li]
             b, k = self._to_frame(b, k, views, vi)
             keep = self._drop_partial(b, vi, views, frames)
-            parts.append((vi[keep], b[keep], scores[vi[keep] - start, ai[keep]], k[keep]))
+            parts.append((vi[keep], b[keep], scores[li[keep], ai[keep]], k[keep]))
         vi, b, s, k = (np.concatenate(x) for x in zip(*parts, strict=True))
         return vi, b, s, k
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[FaceBoxes]:
+    def detect(self, frames: Sequence[np.ndarray], cancelled: Cancels = None) -> list[FaceBoxes]:
         """Detect faces in RGB uint8 frames; one FaceBoxes per frame, sorted by score.
 
         Each view gets MediaPipe's weighted NMS; when a frame was tiled, the per-view results are
@@ -378,12 +465,15 @@ class BlazeFaceDetector:
         right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion, in
         MediaPipe's order; the right eye is image-left on a frontal face) are not clipped, so
         they keep the true geometry for alignment when a face is cut by the frame edge.
+
+        ``cancelled``: one predicate (or None) per frame; a frame whose predicate turns true gets no
+        more detector work and an empty result (the caller is gone and discards it).
         """
         frames = [_as_rgb(f, i) for i, f in enumerate(frames)]
         if not frames:
             return []
         views = self._views(frames)
-        vi, boxes, scores, kps = self._candidates(frames, views)
+        vi, boxes, scores, kps = self._candidates(frames, views, cancelled)
         per_frame: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in frames]
         order = np.argsort(vi, kind="stable")
         vi, boxes, scores, kps = vi[order], boxes[order], scores[order], kps[order]
