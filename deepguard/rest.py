@@ -40,7 +40,8 @@ from deepguard.runtime.decode import media_kind
 from deepguard.runtime.types import Analysis
 from deepguard.serving import wire
 from deepguard.serving.auth import token_ok
-from deepguard.serving.batcher import Closed, Overloaded
+from deepguard.serving.batcher import Cancelled, Closed, Overloaded
+from deepguard.serving.budget import Budget
 from deepguard.serving.config import MiB, ServerConfig
 from deepguard.serving.engine import Engine, ShuttingDown
 from deepguard.serving.metrics import Metrics
@@ -189,8 +190,9 @@ def create_app(
                 raise ApiError(
                     413, f"{name}: the {actual} is {size} bytes, larger than the limit of {limit} bytes"
                 )
+            budget = Budget(cfg.request_budget_s)
             if actual == "image":
-                return engine.analyze_image_bytes(stream.read(), name)
+                return engine.analyze_image_bytes(stream.read(), name, budget)
             if not engine.uploads.acquire(blocking=False):
                 raise Overloaded(
                     f"server busy: {cfg.max_uploads} video uploads already in progress; retry later"
@@ -203,9 +205,12 @@ def create_app(
                     fps=float(q["fps"]) if "fps" in q else None,
                     every_frame=q.get("every_frame", "").lower() in ("1", "true", "yes") or None,
                     max_frames=int(q["max_frames"]) if "max_frames" in q else None,
+                    cancelled=budget,
                 )
             finally:
                 engine.uploads.release()
+        except Cancelled as e:
+            raise ApiError(503, str(budget.explain(e, name))) from e
         except MediaError as e:
             raise ApiError(400, str(e)) from e
         except ValueError as e:
@@ -257,6 +262,29 @@ class _Counter:
             return self._cond.wait_for(lambda: self._n == 0, timeout)
 
 
+def gate_error_body(path: str, e) -> dict:
+    """JSON for a request refused before the app ran (see :mod:`deepguard.httpguard`), in the route's shape."""
+    log.info("refused %s: %s", path, e, extra={"event": "http", "path": path, "status": e.status})
+    if path in ORIGIN_PATHS:
+        return origin_body(None, str(e))
+    return {"error": str(e), "code": e.code, **e.extra}
+
+
+def _lazy_tls(srv, cfg: ServerConfig) -> None:
+    """TLS with the handshake in the connection's own thread, under its read timeout.
+
+    werkzeug wraps the listening socket with the default ``do_handshake_on_connect=True``, which runs every
+    handshake inside ``accept()`` on the one serving thread: a client that connects and sends nothing
+    would stop the whole REST port.
+    """
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)  # type: ignore[arg-type]
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
+    srv.ssl_context = ctx
+
+
 class RestServer:
     """Werkzeug's threaded WSGI server in a background thread, with a draining stop."""
 
@@ -269,11 +297,18 @@ class RestServer:
     def start(self) -> RestServer:
         from werkzeug.serving import make_server
 
+        from deepguard.httpguard import BodyGate, handler_class
+
         cfg = self.config
-        ssl_context = (cfg.tls_cert, cfg.tls_key) if cfg.tls else None
         self._srv = make_server(
-            cfg.host.strip("[]"), cfg.rest_port or 0, self.app, threaded=True, ssl_context=ssl_context
+            cfg.host.strip("[]"),
+            cfg.rest_port or 0,
+            BodyGate(self.app, cfg, gate_error_body),
+            threaded=True,
+            request_handler=handler_class(cfg.read_timeout_s),
         )
+        if cfg.tls:
+            _lazy_tls(self._srv, cfg)
         self.port = self._srv.server_port
         self._thread = threading.Thread(target=self._srv.serve_forever, name="rest", daemon=True)
         self._thread.start()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import threading
 from collections.abc import Callable
@@ -215,7 +216,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--max-video-seconds", type=float, default=d.max_video_seconds, help="longest video upload"
     )
+    b.add_argument(
+        "--request-budget-s",
+        type=float,
+        default=d.request_budget_s,
+        help="longest one analysis may run before it is stopped (DEADLINE_EXCEEDED / HTTP 503)",
+    )
+    b.add_argument(
+        "--read-timeout-s",
+        type=float,
+        default=d.read_timeout_s,
+        help="HTTP: longest silence while a request is read before it is answered 400/408",
+    )
+    b.add_argument(
+        "--min-upload-kbps",
+        type=float,
+        default=d.min_upload_rate / 1024,
+        help="HTTP: slowest average upload rate (KiB/s) accepted once --read-timeout-s has passed (0 = off)",
+    )
     p.add_argument("--grace-s", type=float, default=d.grace_s, help="drain period on SIGTERM")
+    _hide(p, "--face-crops")  # a shared runtime flag that has no meaning for serve (clients use AnalyzeFaces)
+
+
+def _hide(p: argparse.ArgumentParser, flag: str) -> None:
+    """Keep ``flag`` out of ``serve --help``; ``run`` still refuses it with a message."""
+    for action in p._actions:
+        if flag in action.option_strings:
+            action.help = argparse.SUPPRESS
     p.add_argument("--log-format", choices=["json", "text"], default="json")
 
 
@@ -236,16 +263,37 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         stream_window=args.window,
         max_concurrent_rpcs=args.max_rpcs,
         max_uploads=args.max_uploads,
-        max_message_bytes=int(args.max_message_mb * MiB),
+        max_message_bytes=_mib(args.max_message_mb, "--max-message-mb"),
         max_frame_pixels=args.max_frame_pixels,
-        max_video_bytes=int(args.max_video_mb * MiB),
+        max_video_bytes=_mib(args.max_video_mb, "--max-video-mb"),
         max_video_seconds=args.max_video_seconds,
         fps=args.fps,
         every_frame=args.every_frame,
         max_frames=args.max_frames,
         grace_s=args.grace_s,
         history_db=args.history_db,
+        request_budget_s=args.request_budget_s,
+        read_timeout_s=args.read_timeout_s,
+        min_upload_rate=args.min_upload_kbps * 1024,
     )
+
+
+def _mib(value: float, flag: str) -> int:
+    """MiB -> bytes; NaN/inf/negative are refused here with the flag's name (int() would raise a bare error)."""
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{flag} must be a positive number, got {value:g}")
+    return int(value * MiB)
+
+
+def check_model_path(path: str | None) -> None:
+    """``--model`` must name an ONNX file: a folder or a missing path is a usage error (exit 2), said plainly."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"--model {path}: is a folder; give the fused .onnx model file inside it")
+    if not p.is_file():
+        raise ConfigError(f"--model {path}: no such file")
 
 
 def run(args: argparse.Namespace, make_detector: Callable[[argparse.Namespace], object]) -> int:
@@ -258,6 +306,7 @@ def run(args: argparse.Namespace, make_detector: Callable[[argparse.Namespace], 
         )
     cfg = config_from_args(args)
     cfg.validate()  # before the models load: a refused config should fail fast
+    check_model_path(getattr(args, "model", None))
     setup_logging(args.log_format, logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     server = Server(cfg, make_detector(args)).start()
     stop = threading.Event()

@@ -8,7 +8,9 @@ non-loopback address without both is refused unless ``allow_insecure`` is set ex
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,10 @@ class ServerConfig:
     fps: float | None = 1.0
     every_frame: bool = False
     max_frames: int | None = None
+    # per request: the analysis budget, and how slow an HTTP client may be (REST / web app) before it is cut off
+    request_budget_s: float = 600.0  # one analysis (image, video upload, REST request) at most this long
+    read_timeout_s: float = 20.0  # HTTP: longest silence while reading a request (headers or body)
+    min_upload_rate: float = 8 * 1024  # HTTP: bytes/s a body must average once read_timeout_s has passed
     # lifecycle
     grace_s: float = 30.0
     # web app (on the REST port): SQLite history file; None = $XDG_DATA_HOME/deepguard/history.sqlite3
@@ -88,6 +94,66 @@ class ServerConfig:
                 raise ConfigError(f"{name} must be >= 1")
         if self.max_wait_ms < 0 or self.grace_s < 0:
             raise ConfigError("max_wait_ms and grace_s must be >= 0")
+        self._validate_limits()
+        if self.rest_port is not None:
+            check_history_db(self.history_db)
+        for name, port in (
+            ("--port", self.port),
+            ("--rest-port", self.rest_port),
+            ("--metrics-port", self.metrics_port),
+        ):
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
+
+    def _validate_limits(self) -> None:
+        """Every limit must be a positive, finite number: 0 would refuse everything, NaN would refuse nothing."""
+        limits = {
+            "--max-message-mb": self.max_message_bytes,
+            "--max-frame-pixels": self.max_frame_pixels,
+            "--max-video-mb": self.max_video_bytes,
+            "--max-video-seconds": self.max_video_seconds,
+            "--max-uploads": self.max_uploads,
+            "--request-budget-s": self.request_budget_s,
+            "--read-timeout-s": self.read_timeout_s,
+            "max_faces_per_batch": self.max_faces_per_batch,
+        }
+        for flag, value in limits.items():
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{flag} must be a positive number, got {value!r}")
+        if not (math.isfinite(self.min_upload_rate) and self.min_upload_rate >= 0):
+            raise ConfigError(f"--min-upload-kbps must be >= 0, got {self.min_upload_rate / 1024:g}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ConfigError(f"--fps must be a positive number, got {self.fps!r}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+
+
+def check_history_db(path: str | None) -> None:
+    """ConfigError unless the web history file can be created/written (checked at start, created on first use).
+
+    Why at start: an unwritable ``--history-db`` used to start fine and then fail every web analysis with
+    "internal error". SQLite's WAL mode also writes ``-wal``/``-shm`` files next to it, so the folder must be
+    writable too. Nothing is created here: a server whose web app is never used leaves no file behind.
+    """
+    from deepguard.web.history import default_path
+
+    p = Path(path) if path else default_path()
+    flag = f"--history-db {p}" if path else f"the web history file {p} (set --history-db)"
+    if p.exists() and not p.is_file():
+        raise ConfigError(f"{flag}: is not a regular file")
+    folder = p.parent
+    while not folder.exists():  # the folders are created on first use: the first existing one must allow it
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}: {folder} is not a folder")
+    try:  # real probes (os.access says yes to root even on a read-only file system); neither leaves a trace
+        if p.is_file():
+            with open(p, "ab"):
+                pass
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{flag}: not writable ({e.strerror or e})") from e
 
 
 def is_loopback(host: str) -> bool:

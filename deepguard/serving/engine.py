@@ -123,7 +123,7 @@ class Engine:
         self.observer: BatchObserver = metrics or BatchObserver()
         self.det_batcher = DynamicBatcher(
             "detector",
-            self.face_detector.detect,
+            self._detect,
             max_batch=config.detector_max_batch,
             max_wait_ms=config.max_wait_ms,
             max_queue=config.max_queue,
@@ -142,6 +142,15 @@ class Engine:
         self._read_deadline = math.inf
 
     # -- model runs (batcher threads) ------------------------------------------------------------------------
+    def _detect(self, items: list[tuple[np.ndarray, Predicate | None]]) -> list[FaceBoxes]:
+        """One detector run over frames of many callers; a detector that supports it skips the remaining
+        views of a frame whose caller has gone (checked between its chunks), so a cancel or deadline stops work.
+        """
+        images = [im for im, _ in items]
+        if getattr(self.face_detector, "supports_cancel", False):
+            return self.face_detector.detect(images, cancelled=[c for _, c in items])
+        return self.face_detector.detect(images)
+
     def _classify(self, crops: list[np.ndarray]) -> list[tuple[float, list[float]]]:
         probs, members = self.classifier.score(np.stack(crops))
         return [(float(p), [float(v) for v in m]) for p, m in zip(probs, members, strict=True)]
@@ -171,6 +180,8 @@ class Engine:
         def on_detected(f: Future) -> None:
             try:
                 boxes: FaceBoxes = f.result()[0]
+                if cancelled is not None and cancelled():  # its detection may have been cut short
+                    raise Cancelled("caller cancelled")
                 if len(boxes) == 0:
                     out.set_result(self._outcome(frame, boxes, []))
                     self._observe_frame(t0, 0)
@@ -181,7 +192,7 @@ class Engine:
             except BaseException as e:  # noqa: BLE001
                 fail(e)
 
-        self.det_batcher.submit([frame.image], cancelled).add_done_callback(on_detected)
+        self.det_batcher.submit([(frame.image, cancelled)], cancelled).add_done_callback(on_detected)
         return out
 
     def _observe_frame(self, t0: float, n_faces: int) -> None:

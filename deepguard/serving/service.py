@@ -26,6 +26,7 @@ from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Frame
 from deepguard.serving import wire
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
+from deepguard.serving.budget import Budget, OverBudget
 from deepguard.serving.engine import (
     Accumulator,
     Engine,
@@ -55,8 +56,23 @@ def status_for(e: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(e) or "server is shutting down"
     if isinstance(e, Cancelled):
         return grpc.StatusCode.CANCELLED, str(e)
+    if isinstance(e, OverBudget):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, str(e)
     log.error("internal error: %s", e, exc_info=e)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
+
+
+def _refuse_image(buf, name: str) -> None:
+    """A still image sent to AnalyzeVideo is the client's mistake: say so (FFmpeg would decode it as 1 frame)."""
+    from deepguard.runtime.decode import media_kind
+
+    buf.seek(0)
+    try:
+        kind = media_kind(buf, name=name)
+    except MediaError:
+        return  # no known signature: the video decoder decides
+    if kind == "image":
+        raise MediaError(f"{name}: expected a video, got image data (send images with AnalyzeImage)")
 
 
 class DeepGuardService(pb_grpc.DeepGuardServicer):
@@ -245,7 +261,11 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
         def run():
             name = wire.sanitize_name(request.name, "<image>")
             image = wire.image_to_rgb(request, name, self.cfg.max_frame_pixels)
-            return wire.analysis_to_pb(self.engine.analyze_image(image, name, self._gone(context)))
+            budget = Budget(self.cfg.request_budget_s, self._gone(context))
+            try:
+                return wire.analysis_to_pb(self.engine.analyze_image(image, name, budget))
+            except Cancelled as e:
+                raise budget.explain(e, name) from e
 
         return self._unary("AnalyzeImage", context, run)
 
@@ -284,6 +304,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 raise MediaError(
                     f"{name}: upload truncated: received {received} of the {opts.total_bytes} bytes announced"
                 )
+            _refuse_image(buf, name)
             buf.seek(0)
             frames = self.engine.video_frames(
                 buf,
@@ -295,11 +316,15 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
             acc = Accumulator(
                 name, "video", self.engine.classifier.name, self.engine.threshold, self.engine.band
             )
-            for _, out in self.engine.run_frames(frames, gone):
-                acc.add(out)
-                if time.monotonic() - last >= PROGRESS_EVERY_S:
-                    last = time.monotonic()
-                    yield pb.VideoUpdate(progress=pb.Progress(bytes_received=received, frames_done=acc.n))
+            budget = Budget(self.cfg.request_budget_s, gone)  # the analysis, not the upload, is budgeted
+            try:
+                for _, out in self.engine.run_frames(frames, budget):
+                    acc.add(out)
+                    if time.monotonic() - last >= PROGRESS_EVERY_S:
+                        last = time.monotonic()
+                        yield pb.VideoUpdate(progress=pb.Progress(bytes_received=received, frames_done=acc.n))
+            except Cancelled as e:
+                raise budget.explain(e, name) from e
             yield pb.VideoUpdate(result=wire.analysis_to_pb(acc.result()))
         finally:
             buf.close()

@@ -40,6 +40,8 @@ from deepguard import __version__
 from deepguard.errors import MediaError
 from deepguard.runtime.decode import media_kind
 from deepguard.serving import wire
+from deepguard.serving.batcher import Cancelled
+from deepguard.serving.budget import Budget
 from deepguard.serving.config import ServerConfig
 from deepguard.serving.engine import Engine
 from deepguard.web import STATIC_DIR
@@ -244,16 +246,20 @@ def create_blueprint(engine: Engine, config: ServerConfig) -> Blueprint:
             assert client is not None
 
             def work(job: Job) -> dict:
-                res = analyze_upload(
-                    engine,
-                    stream,
-                    name,
-                    kind,
-                    cancelled=job.cancelled,
-                    on_total=lambda n: setattr(job, "total", n),
-                    progress=lambda n: setattr(job, "done", n),
-                    **opts,
-                )
+                budget = Budget(config.request_budget_s, job.cancelled)
+                try:
+                    res = analyze_upload(
+                        engine,
+                        stream,
+                        name,
+                        kind,
+                        cancelled=budget,
+                        on_total=lambda n: setattr(job, "total", n),
+                        progress=lambda n: setattr(job, "done", n),
+                        **opts,
+                    )
+                except Cancelled as e:
+                    raise budget.explain(e, name) from e
                 entry_id = history.add(
                     client,
                     res.data,

@@ -18,6 +18,7 @@ from typing import IO
 
 from deepguard.errors import MediaError
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
+from deepguard.serving.budget import OverBudget
 from deepguard.serving.engine import ShuttingDown
 
 log = logging.getLogger("deepguard.server.web")
@@ -91,7 +92,7 @@ class Jobs:
                 self._fail(job, "bad_media", str(e))
             except Cancelled:
                 self._fail(job, "cancelled", "the analysis was cancelled", state="cancelled")
-            except Overloaded as e:
+            except (Overloaded, OverBudget) as e:
                 self._fail(job, "busy", str(e))
             except (ShuttingDown, Closed) as e:
                 self._fail(job, "shutting_down", str(e) or "server is shutting down")
