@@ -65,6 +65,7 @@ class StreamResult:
     faces: list[Face]
     running_verdict: str
     running_score: float | None
+    skipped: bool = False  # live mode: not analysed, a newer frame was (no faces, no score)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class StreamSummary:
     model: str
     threshold: float
     persons: list[Person] = field(default_factory=list)  # the score is the max over their scores
+    frames_skipped: int = 0  # live mode: frames answered `skipped` (not counted in `frames`)
 
 
 def raw_image(image: np.ndarray, color_order: str = "rgb") -> pb.RawImage:
@@ -110,6 +112,12 @@ def _frame_msg(item: Any, color_order: str) -> pb.Frame:
     return pb.Frame(raw=raw_image(np.asarray(item), color_order))
 
 
+def _with_live(msg: pb.Frame, live: bool) -> pb.Frame:
+    if live:
+        msg.live = True
+    return msg
+
+
 class FrameStream:
     """Iterate for per-frame results (in order); ``summary`` is set once the stream has ended."""
 
@@ -131,6 +139,7 @@ class FrameStream:
                         model=s.model,
                         threshold=s.threshold,
                         persons=[wire.person_from_pb(p) for p in s.persons],
+                        frames_skipped=s.frames_skipped,
                     )
                     continue
                 yield StreamResult(
@@ -138,6 +147,7 @@ class FrameStream:
                     faces=[wire.face_from_pb(f) for f in r.faces],
                     running_verdict=wire.VERDICT_NAMES.get(r.running_verdict, "error"),
                     running_score=r.running_score if r.HasField("running_score") else None,
+                    skipped=r.skipped,
                 )
         except grpc.RpcError as e:
             raise _server_error(e) from None
@@ -294,9 +304,16 @@ class Client:
         frames: Iterable[np.ndarray | Frame | bytes | pb.Frame],
         color_order: str = "rgb",
         timeout: float | None = None,
+        live: bool = False,
     ) -> FrameStream:
-        """Send frames (lazily: a camera generator is fine) and iterate over their results in order."""
-        requests = (_frame_msg(f, color_order) for f in frames)
+        """Send frames (lazily: a camera generator is fine) and iterate over their results in order.
+
+        The server reads the stream only as fast as it analyses it (flow control): a generator that produces
+        frames faster is simply asked for the next one later. ``live=True`` (cameras): when the stream falls
+        behind, the server analyses the newest frame and answers the older ones ``skipped`` (one result per
+        frame still, in order; ``StreamResult.skipped``), so results stay close to real time.
+        """
+        requests = (_with_live(_frame_msg(f, color_order), live) for f in frames)
         call = self.stub.StreamFrames(requests, metadata=self.metadata, timeout=timeout or self.timeout)
         return FrameStream(call)
 

@@ -203,9 +203,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="how long a batch waits to fill")
     b.add_argument(
-        "--queue", type=int, default=d.max_queue, help="items queued per model before RESOURCE_EXHAUSTED"
+        "--queue", type=int, default=d.max_queue, help="frames queued for the models (more wait for room)"
     )
     b.add_argument("--window", type=int, default=d.stream_window, help="frames of one stream in flight")
+    b.add_argument(
+        "--max-streams",
+        type=int,
+        default=d.max_streams,
+        help="concurrent StreamFrames calls (then RESOURCE_EXHAUSTED)",
+    )
+    b.add_argument(
+        "--stream-mb", type=float, default=d.stream_max_bytes / MiB, help="queued frame bytes per stream"
+    )
+    b.add_argument(
+        "--queue-mb", type=float, default=d.max_queued_bytes / MiB, help="queued frame bytes, all callers"
+    )
+    b.add_argument(
+        "--live-window", type=int, default=d.live_window, help="live-mode frames of one stream in analysis"
+    )
     b.add_argument("--max-rpcs", type=int, default=d.max_concurrent_rpcs, help="concurrent calls")
     b.add_argument("--max-uploads", type=int, default=d.max_uploads, help="concurrent video uploads")
     b.add_argument(
@@ -261,6 +276,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_wait_ms=args.max_wait_ms,
         max_queue=args.queue,
         stream_window=args.window,
+        max_streams=args.max_streams,
+        stream_max_bytes=int(args.stream_mb * MiB),
+        max_queued_bytes=int(args.queue_mb * MiB),
+        live_window=args.live_window,
         max_concurrent_rpcs=args.max_rpcs,
         max_uploads=args.max_uploads,
         max_message_bytes=_mib(args.max_message_mb, "--max-message-mb"),

@@ -81,19 +81,16 @@ def test_deadline_exceeded_stream_is_dropped(slow_server) -> None:
         assert c.health() == "SERVING"
 
 
-def test_full_queue_is_resource_exhausted_after_earlier_results() -> None:
+def test_full_queue_makes_the_stream_wait_not_fail() -> None:
+    """A tiny --queue slows the stream down (its reads pause) instead of failing it (issue 15)."""
     with (
         running_server(detector_max_batch=1, max_queue=2, stream_window=32) as srv,
         Client(f"127.0.0.1:{srv.port}") as c,
     ):
-        got = []
-        with pytest.raises(ServerError) as e:
-            for r in c.stream_frames(sample_frames(200)[:60]):
-                got.append(r.frame.index)
-        assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in e.value.details
-        assert got == list(range(len(got)))  # whatever was accepted came back, in order
+        got = [r.frame.index for r in c.stream_frames(sample_frames(200)[:60])]
+        assert got == list(range(60))  # every frame answered, in order, no RESOURCE_EXHAUSTED
         rejected = scrape(srv.metrics_port, "deepguard_rejected", stage="detector")
-        assert rejected["deepguard_rejected_total"] >= 1
+        assert rejected.get("deepguard_rejected_total", 0) == 0
         assert c.health() == "SERVING"
 
 

@@ -52,16 +52,18 @@ class RawImage(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., color_order: _Optional[_Union[ColorOrder, str]] = ..., pixels: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("raw", "encoded", "index", "time")
+    __slots__ = ("raw", "encoded", "index", "time", "live")
     RAW_FIELD_NUMBER: _ClassVar[int]
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
     raw: RawImage
     encoded: bytes
     index: int
     time: float
-    def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ..., index: _Optional[int] = ..., time: _Optional[float] = ...) -> None: ...
+    live: bool
+    def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ..., index: _Optional[int] = ..., time: _Optional[float] = ..., live: _Optional[bool] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("raw", "encoded", "name")
@@ -142,7 +144,7 @@ class FrameScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., time: _Optional[float] = ..., score: _Optional[float] = ..., n_faces: _Optional[int] = ...) -> None: ...
 
 class FrameResult(_message.Message):
-    __slots__ = ("index", "time", "faces", "score", "running_verdict", "running_score", "frames_done", "summary")
+    __slots__ = ("index", "time", "faces", "score", "running_verdict", "running_score", "frames_done", "summary", "skipped")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     FACES_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +153,7 @@ class FrameResult(_message.Message):
     RUNNING_SCORE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_FIELD_NUMBER: _ClassVar[int]
     index: int
     time: float
     faces: _containers.RepeatedCompositeFieldContainer[Face]
@@ -159,10 +162,11 @@ class FrameResult(_message.Message):
     running_score: float
     frames_done: int
     summary: StreamSummary
-    def __init__(self, index: _Optional[int] = ..., time: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., score: _Optional[float] = ..., running_verdict: _Optional[_Union[Verdict, str]] = ..., running_score: _Optional[float] = ..., frames_done: _Optional[int] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ...) -> None: ...
+    skipped: bool
+    def __init__(self, index: _Optional[int] = ..., time: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[Face, _Mapping]]] = ..., score: _Optional[float] = ..., running_verdict: _Optional[_Union[Verdict, str]] = ..., running_score: _Optional[float] = ..., frames_done: _Optional[int] = ..., summary: _Optional[_Union[StreamSummary, _Mapping]] = ..., skipped: _Optional[bool] = ...) -> None: ...
 
 class StreamSummary(_message.Message):
-    __slots__ = ("verdict", "score", "frames", "frames_with_faces", "faces", "model", "threshold", "persons")
+    __slots__ = ("verdict", "score", "frames", "frames_with_faces", "faces", "model", "threshold", "persons", "frames_skipped")
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -171,6 +175,7 @@ class StreamSummary(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     PERSONS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_SKIPPED_FIELD_NUMBER: _ClassVar[int]
     verdict: Verdict
     score: float
     frames: int
@@ -179,7 +184,8 @@ class StreamSummary(_message.Message):
     model: str
     threshold: float
     persons: _containers.RepeatedCompositeFieldContainer[Person]
-    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., frames: _Optional[int] = ..., frames_with_faces: _Optional[int] = ..., faces: _Optional[int] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., persons: _Optional[_Iterable[_Union[Person, _Mapping]]] = ...) -> None: ...
+    frames_skipped: int
+    def __init__(self, verdict: _Optional[_Union[Verdict, str]] = ..., score: _Optional[float] = ..., frames: _Optional[int] = ..., frames_with_faces: _Optional[int] = ..., faces: _Optional[int] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., persons: _Optional[_Iterable[_Union[Person, _Mapping]]] = ..., frames_skipped: _Optional[int] = ...) -> None: ...
 
 class AnalysisResult(_message.Message):
     __slots__ = ("name", "kind", "verdict", "score", "faces", "frames", "model", "threshold", "frames_sampled", "persons")
@@ -274,20 +280,28 @@ class ModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_frame_pixels", "max_video_bytes", "max_video_seconds", "max_faces_per_batch", "stream_window")
+    __slots__ = ("max_message_bytes", "max_frame_pixels", "max_video_bytes", "max_video_seconds", "max_faces_per_batch", "stream_window", "max_streams", "stream_max_bytes", "max_queued_bytes", "live_window")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAME_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_VIDEO_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_VIDEO_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_FACES_PER_BATCH_FIELD_NUMBER: _ClassVar[int]
     STREAM_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LIVE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_frame_pixels: int
     max_video_bytes: int
     max_video_seconds: float
     max_faces_per_batch: int
     stream_window: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_video_seconds: _Optional[float] = ..., max_faces_per_batch: _Optional[int] = ..., stream_window: _Optional[int] = ...) -> None: ...
+    max_streams: int
+    stream_max_bytes: int
+    max_queued_bytes: int
+    live_window: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_frame_pixels: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_video_seconds: _Optional[float] = ..., max_faces_per_batch: _Optional[int] = ..., stream_window: _Optional[int] = ..., max_streams: _Optional[int] = ..., stream_max_bytes: _Optional[int] = ..., max_queued_bytes: _Optional[int] = ..., live_window: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("model", "input_size", "threshold", "detector", "provider", "metadata_json", "limits", "server_version", "uncertain_low", "uncertain_high")

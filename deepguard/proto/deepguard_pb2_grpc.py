@@ -67,6 +67,8 @@ class DeepGuardServicer:
     def StreamFrames(self, request_iterator, context):
         """Decoded or encoded frames in, one result per frame out, in the order sent. Frames of all streams share one
         dynamic batcher. After the client half-closes, a final message carries the stream's summary (video verdict).
+        Flow control: the server reads a stream only while it has room for its frames, so a fast sender is slowed
+        down, never failed; RESOURCE_EXHAUSTED only at the start, when the server's --max-streams are all open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

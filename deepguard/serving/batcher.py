@@ -5,10 +5,16 @@ detector once for eight frames rather than eight times. Each model gets one work
 oldest request, waits at most ``max_wait_ms`` for more (until ``max_batch`` items), runs the model once and
 scatters the results back through per-request futures.
 
+Fairness: requests carry a ``key`` (one per stream); each key has its own lane and batches are formed
+round-robin over the lanes, so a stream with many frames queued cannot push a stream with one frame to the
+back of a long line. Requests without a key get a lane each (first come, first served among themselves).
+
 The queue is bounded in *items* (frames or crops, not requests) so memory is bounded: a submit that would
-exceed ``max_queue`` raises :class:`Overloaded` at once (the server turns it into RESOURCE_EXHAUSTED) instead
-of growing without limit. A request whose ``cancelled()`` predicate is true when its batch is formed is
-dropped without running (its future raises :class:`Cancelled`), so an abandoned stream stops costing compute.
+exceed ``max_queue`` raises :class:`Overloaded` at once instead of growing without limit, unless the caller
+passes ``force=True`` because it bounds its own items upstream (the engine admits frames through a byte and
+frame budget, ``deepguard.serving.flow.FrameBudget``, and waits there instead of failing). A request whose
+``cancelled()`` predicate is true when its batch is formed is dropped without running (its future raises
+:class:`Cancelled`), so an abandoned stream stops costing compute.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -81,7 +87,7 @@ class DynamicBatcher:
         self.max_wait = float(max_wait_ms) / 1000.0
         self.max_queue = int(max_queue)
         self._obs = observer or BatchObserver()
-        self._queue: deque[_Request] = deque()
+        self._lanes: OrderedDict[object, deque[_Request]] = OrderedDict()  # round-robin order
         self._queued_items = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -93,8 +99,18 @@ class DynamicBatcher:
     def queued_items(self) -> int:
         return self._queued_items
 
-    def submit(self, items: Sequence[Any], cancelled: Callable[[], bool] | None = None) -> Future:
-        """Queue ``items`` as one request; raises Overloaded when the queue is full, Closed after close()."""
+    def submit(
+        self,
+        items: Sequence[Any],
+        cancelled: Callable[[], bool] | None = None,
+        *,
+        key: object | None = None,
+        force: bool = False,
+    ) -> Future:
+        """Queue ``items`` as one request in lane ``key``; Overloaded when the queue is full, Closed after close().
+
+        ``force``: admit even over ``max_queue`` (the caller bounds its items itself and must not be refused).
+        """
         fut: Future = Future()
         n = len(items)
         if n == 0:
@@ -105,13 +121,14 @@ class DynamicBatcher:
                 raise Closed(f"{self.name}: server is shutting down")
             # A request larger than the whole queue is still admitted into an empty queue, so one frame with
             # many faces can never be refused forever.
-            if self._queued_items and self._queued_items + n > self.max_queue:
+            if not force and self._queued_items and self._queued_items + n > self.max_queue:
                 self._obs.rejected(self.name)
                 raise Overloaded(
                     f"server busy: {self.name} queue is full ({self._queued_items} of {self.max_queue} "
                     "items); retry later"
                 )
-            self._queue.append(_Request(list(items), fut, cancelled))
+            req = _Request(list(items), fut, cancelled)
+            self._lanes.setdefault(object() if key is None else key, deque()).append(req)
             self._queued_items += n
             self._obs.queue_depth(self.name, self._queued_items)
             self._cond.notify()
@@ -125,20 +142,33 @@ class DynamicBatcher:
         self._thread.join(timeout)
 
     # -- worker ----------------------------------------------------------------------------------------------
+    def _peek(self) -> _Request:
+        return next(iter(self._lanes.values()))[0]
+
+    def _pop(self) -> _Request:
+        """The head of the first lane; that lane goes to the back (round-robin), or away when empty."""
+        key, lane = next(iter(self._lanes.items()))
+        req = lane.popleft()
+        if lane:
+            self._lanes.move_to_end(key)
+        else:
+            del self._lanes[key]
+        return req
+
     def _take_batch(self) -> list[_Request] | None:
         with self._cond:
-            while not self._queue:
+            while not self._lanes:
                 if self._closed:
                     return None
                 self._cond.wait()
-            batch = [self._queue.popleft()]
+            batch = [self._pop()]
             n = len(batch[0].items)
             deadline = time.monotonic() + self.max_wait
             while n < self.max_batch:
-                if self._queue:
-                    if n + len(self._queue[0].items) > self.max_batch:
+                if self._lanes:
+                    if n + len(self._peek().items) > self.max_batch:
                         break
-                    req = self._queue.popleft()
+                    req = self._pop()
                     batch.append(req)
                     n += len(req.items)
                     continue

@@ -38,8 +38,13 @@ class ServerConfig:
     detector_max_batch: int = 8  # frames per detector run (CPU: per-frame cost is flat up to ~8)
     classifier_max_batch: int = 32  # crops per classifier run
     max_wait_ms: float = 5.0
-    max_queue: int = 256  # items per batcher queue before RESOURCE_EXHAUSTED
-    stream_window: int = 16  # frames of one stream in flight before its reads pause (flow control)
+    # flow control (docs/server.md): every limit below makes callers *wait*, except max_streams
+    max_queue: int = 256  # frames of all callers queued for the models; more wait for room
+    stream_window: int = 16  # frames of one stream read and not answered before its reads pause
+    stream_max_bytes: int = 32 * MiB  # decoded bytes of one stream's frames awaiting analysis
+    max_queued_bytes: int = 256 * MiB  # the same over all callers (one stream's first frame always fits)
+    live_window: int = 2  # live frames of one stream in analysis; newer ones replace the one waiting
+    max_streams: int = 32  # concurrent StreamFrames calls; one more is RESOURCE_EXHAUSTED at its start
     max_concurrent_rpcs: int = 64
     max_uploads: int = 8  # concurrent video uploads (gRPC + REST)
     # limits
@@ -88,6 +93,10 @@ class ServerConfig:
             "classifier_max_batch",
             "max_queue",
             "stream_window",
+            "stream_max_bytes",
+            "max_queued_bytes",
+            "live_window",
+            "max_streams",
             "max_concurrent_rpcs",
         ):
             if getattr(self, name) < 1:

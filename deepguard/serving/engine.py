@@ -36,8 +36,10 @@ from deepguard.runtime.decode import iter_video_frames, load_image, video_info
 from deepguard.runtime.pipeline import Detector, assemble_faces
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
+from deepguard.serving import memory
 from deepguard.serving.batcher import BatchObserver, Cancelled, DynamicBatcher
 from deepguard.serving.config import ServerConfig
+from deepguard.serving.flow import FrameBudget
 from deepguard.serving.metrics import Metrics
 
 log = logging.getLogger("deepguard.server.engine")
@@ -137,6 +139,10 @@ class Engine:
             max_queue=max(config.max_queue, config.max_faces_per_batch),
             observer=self.observer,
         )
+        # Every frame of every caller waits here (never fails) before it reaches the detector queue, so the
+        # queues cannot overflow and queued pixels have one ceiling (deepguard.serving.flow).
+        self.frame_budget = FrameBudget(config.max_queued_bytes, config.max_queue)
+        memory.pin_mmap_threshold()
         self.uploads = threading.BoundedSemaphore(max(1, config.max_uploads))
         self.draining = False
         self._read_deadline = math.inf
@@ -156,10 +162,15 @@ class Engine:
         return [(float(p), [float(v) for v in m]) for p, m in zip(probs, members, strict=True)]
 
     # -- frames ---------------------------------------------------------------------------------------------------
-    def submit_frame(self, frame: Frame, cancelled: Predicate | None = None) -> Future:
+    def submit_frame(
+        self, frame: Frame, cancelled: Predicate | None = None, key: object | None = None
+    ) -> Future:
         """Queue one RGB frame; the Future resolves to a FrameOutcome (or Cancelled / the model's error).
 
-        Raises Overloaded / Closed synchronously when the detector queue cannot take the frame.
+        The caller must hold a ``frame_budget`` grant for it (``admit_and_submit``): that is what bounds the
+        queues, so the frame is never refused for a full queue. ``key`` names the caller's lane in the
+        batchers (one per stream: batches are formed round-robin over lanes). Raises ShuttingDown / Closed
+        synchronously.
         """
         if self.stop_reading():
             raise ShuttingDown("server is shutting down")
@@ -187,12 +198,14 @@ class Engine:
                     self._observe_frame(t0, 0)
                     return
                 crops = crop_faces(frame.image, boxes.boxes, self.size, self.margin)
-                cf = self.cls_batcher.submit(list(crops), cancelled)
+                # force: the frame was admitted through frame_budget, which bounds the crops it can make
+                cf = self.cls_batcher.submit(list(crops), cancelled, key=key, force=True)
                 cf.add_done_callback(lambda g: on_classified(g, boxes))
             except BaseException as e:  # noqa: BLE001
                 fail(e)
 
-        self.det_batcher.submit([(frame.image, cancelled)], cancelled).add_done_callback(on_detected)
+        det = self.det_batcher.submit([(frame.image, cancelled)], cancelled, key=key, force=True)
+        det.add_done_callback(on_detected)
         return out
 
     def _observe_frame(self, t0: float, n_faces: int) -> None:
@@ -221,11 +234,12 @@ class Engine:
             return stop.is_set() or (cancelled is not None and cancelled())
 
         pending: deque[tuple[Frame, Future]] = deque()
+        key = object()  # this caller's lane in the batchers
         try:
             for fr in frames:
                 if gone():
                     raise Cancelled("caller cancelled")
-                pending.append((fr, self.submit_frame(fr, gone)))
+                pending.append((fr, self.admit_and_submit(fr, gone, key)))
                 while len(pending) >= window:
                     head, fut = pending.popleft()
                     yield head, wait_future(fut, gone)
@@ -234,6 +248,20 @@ class Engine:
                 yield head, wait_future(fut, gone)
         finally:
             stop.set()
+
+    def admit_and_submit(
+        self, frame: Frame, cancelled: Predicate | None, key: object | None = None
+    ) -> Future:
+        """Wait for a ``frame_budget`` grant (never refused), then ``submit_frame``; the grant ends with it."""
+        n = int(frame.image.nbytes)
+        self.frame_budget.acquire(n, cancelled)
+        try:
+            fut = self.submit_frame(frame, cancelled, key)
+        except BaseException:
+            self.frame_budget.release(n)
+            raise
+        fut.add_done_callback(lambda _f: self.frame_budget.release(n))
+        return fut
 
     def analyze_frames(
         self,
@@ -361,6 +389,10 @@ class Engine:
                 "max_video_seconds": cfg.max_video_seconds,
                 "max_faces_per_batch": cfg.max_faces_per_batch,
                 "stream_window": cfg.stream_window,
+                "max_streams": cfg.max_streams,
+                "stream_max_bytes": cfg.stream_max_bytes,
+                "max_queued_bytes": cfg.max_queued_bytes,
+                "live_window": cfg.live_window,
             },
             "server_version": __version__,
         }

@@ -2,19 +2,22 @@
 
 Status codes: bad input (empty/garbled messages, wrong dimensions, unknown colour order, over a pixel /
 video / duration limit, undecodable media, truncated upload) -> INVALID_ARGUMENT with a message naming the
-frame or upload and the problem; a full queue or too many uploads -> RESOURCE_EXHAUSTED; shutting down ->
-UNAVAILABLE; a message over the transport limit -> RESOURCE_EXHAUSTED from gRPC itself; anything unexpected
+frame or upload and the problem; too many open streams (``--max-streams``, answered at the stream's start)
+or uploads -> RESOURCE_EXHAUSTED; shutting down -> UNAVAILABLE; a message over the transport limit -> RESOURCE_EXHAUSTED from gRPC itself; anything unexpected
 -> INTERNAL (logged with its traceback). One call's failure never affects another call.
+
+StreamFrames never fails a stream for load: its reader thread reads the next message only when the stream's
+window and byte budget have room (``deepguard.serving.flow``), so HTTP/2 flow control slows the sender.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 
@@ -24,23 +27,23 @@ from deepguard.proto import deepguard_pb2_grpc as pb_grpc
 from deepguard.runtime import aggregate
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Frame
-from deepguard.serving import wire
+from deepguard.serving import memory, wire
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
 from deepguard.serving.budget import Budget, OverBudget
-from deepguard.serving.engine import (
-    Accumulator,
-    Engine,
-    FrameOutcome,
-    ShuttingDown,
-    wait_future,
-)
+from deepguard.serving.engine import Accumulator, Engine, FrameOutcome, ShuttingDown
+from deepguard.serving.flow import Entry, StreamFlow
 from deepguard.serving.metrics import Metrics
 
 log = logging.getLogger("deepguard.server")
 
 MiB = 1 << 20
 PROGRESS_EVERY_S = 0.5
+LIVE_BACKLOG = 256  # answers a live stream may owe (mostly `skipped`) before its reads pause too
 _END = object()
+
+
+class TooManyStreams(Overloaded):
+    """All ``--max-streams`` streams are open: refused at the start of the stream (RESOURCE_EXHAUSTED)."""
 
 
 class _DrainStop(Exception):
@@ -80,6 +83,8 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
         self.engine = engine
         self.metrics = metrics
         self.cfg = engine.config
+        self._streams = 0  # open StreamFrames calls (the --max-streams limit)
+        self._streams_lock = threading.Lock()
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
     def _finish(self, method: str, context, code: grpc.StatusCode, t0: float, **fields) -> None:
@@ -131,75 +136,106 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
 
     # -- StreamFrames ----------------------------------------------------------------------------------------------
     def StreamFrames(self, request_iterator, context):
-        stats: dict = {"frames": 0}
+        stats: dict = {"frames": 0, "skipped": 0}
         return self._streamed(
             "StreamFrames", context, self._stream_frames(request_iterator, context, stats), stats
         )
 
+    @contextmanager
+    def _stream_slot(self) -> Iterator[None]:
+        """Admit a stream, or refuse it at its start: the one limit a client cannot wait out mid-stream.
+
+        When the last open stream ends, freed frame memory goes back to the OS (RSS returns near idle).
+        """
+        with self._streams_lock:
+            if self._streams >= self.cfg.max_streams:
+                self.metrics.rejected_total.labels("streams").inc()
+                raise TooManyStreams(
+                    f"server busy: {self._streams} streams already open (--max-streams "
+                    f"{self.cfg.max_streams}); retry later"
+                )
+            self._streams += 1
+        self.metrics.active_streams.inc()
+        try:
+            yield
+        finally:
+            with self._streams_lock:
+                self._streams -= 1
+                last = self._streams == 0
+            self.metrics.active_streams.dec()
+            if last:
+                memory.trim()
+
     def _stream_frames(self, requests, context, stats: dict) -> Iterator[pb.FrameResult]:
-        gone_pred = self._gone(context)
-        finished = threading.Event()
+        with self._stream_slot():
+            gone_pred = self._gone(context)
+            finished = threading.Event()
 
-        def gone() -> bool:
-            return finished.is_set() or gone_pred()
+            def gone() -> bool:
+                return finished.is_set() or gone_pred()
 
-        # Bounded hand-over between the reader thread and this (writer) thread: when it is full the reader
-        # stops reading, so HTTP/2 flow control pushes back on the client instead of memory growing.
-        pending: queue.Queue = queue.Queue(maxsize=self.cfg.stream_window)
-        reader = threading.Thread(
-            target=self._read_stream, args=(requests, pending, gone), name="stream-reader", daemon=True
-        )
+            key = object()  # this stream's lane in the batchers (round-robin across streams)
+            flow = StreamFlow(
+                lambda fr: self.engine.submit_frame(fr, gone, key),
+                self.engine.frame_budget,
+                window=self.cfg.stream_window,
+                max_bytes=self.cfg.stream_max_bytes,
+                live_window=self.cfg.live_window,
+                backlog=LIVE_BACKLOG,
+            )
+            reader = threading.Thread(
+                target=self._read_stream, args=(requests, flow, gone), name="stream-reader", daemon=True
+            )
+            reader.start()
+            try:
+                yield from self._answers(flow, gone, stats)
+            finally:
+                finished.set()  # stops the reader and drops this stream's queued work
+                flow.close()
+
+    def _answers(self, flow: StreamFlow, gone: Callable[[], bool], stats: dict) -> Iterator[pb.FrameResult]:
+        """One answer per frame in stream order (analysed or skipped), then the summary."""
         running = Tracker()  # persons across the stream; O(1) state per person, its score is the video rule
         thr = self.engine.threshold
-        self.metrics.active_streams.inc()
-        reader.start()
-        try:
-            while True:
-                item = self._get(pending, gone, running.frames)
-                if item is _END:
-                    break
-                if isinstance(item, _DrainStop):
-                    yield self._summary(running)
-                    raise item
-                if isinstance(item, BaseException):
-                    raise item
-                frame, fut = item
-                out: FrameOutcome = wait_future(fut, gone)
-                running.update(out.faces)  # sets the faces' person ids before they are sent
-                stats["frames"] = running.frames
-                yield self._frame_result(frame, out, running, thr)
-            yield self._summary(running)
-        finally:
-            finished.set()  # stops the reader and drops this stream's queued work
-            self.metrics.active_streams.dec()
 
-    def _get(self, pending: queue.Queue, gone: Callable[[], bool], done: int):
+        def idle() -> _DrainStop | None:  # an idle stream must not hold up the shutdown
+            if self.engine.stop_reading():
+                return _DrainStop(f"server is shutting down; results were sent for {running.frames} frames")
+            return None
+
         while True:
-            try:
-                return pending.get(timeout=0.2)
-            except queue.Empty:
-                if gone():
-                    raise Cancelled("stream cancelled") from None
-                if self.engine.stop_reading():  # an idle stream must not hold up the shutdown
-                    return _DrainStop(f"server is shutting down; results were sent for {done} frames")
+            entry = flow.next_answer(gone, idle)
+            if entry.final is _END:
+                break
+            if isinstance(entry.final, _DrainStop):
+                yield self._summary(running, flow.skipped)
+                raise entry.final
+            if isinstance(entry.final, BaseException):
+                raise entry.final
+            if entry.skipped:
+                stats["skipped"] += 1
+                yield self._frame_result(entry, None, running, thr)
+                continue
+            out: FrameOutcome = entry.future.result()  # done: next_answer waited for it
+            running.update(out.faces)  # sets the faces' person ids before they are sent
+            stats["frames"] = running.frames
+            yield self._frame_result(entry, out, running, thr)
+        yield self._summary(running, flow.skipped)
 
-    def _read_stream(self, requests, pending: queue.Queue, gone: Callable[[], bool]) -> None:
-        def put(item) -> bool:
-            while not gone():
-                try:
-                    pending.put(item, timeout=0.2)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
+    def _read_stream(self, requests, flow: StreamFlow, gone: Callable[[], bool]) -> None:
+        """The stream's reader thread: reads a message only when the stream's window has room for it."""
         position = 0
+        it = iter(requests)
         try:
-            for msg in requests:
+            while flow.wait_for_room(gone):
+                msg = next(it, None)
+                if msg is None:
+                    flow.finish(_END)
+                    return
                 if gone():
                     return
                 if self.engine.stop_reading():
-                    put(
+                    flow.finish(
                         _DrainStop(
                             f"server is shutting down; results were sent for the first {position} frames"
                         )
@@ -208,36 +244,41 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 index = msg.index if msg.HasField("index") else position
                 try:
                     image = wire.image_to_rgb(msg, f"frame {index}", self.cfg.max_frame_pixels)
-                    frame = Frame(image, index, msg.time if msg.HasField("time") else None)
-                    fut = self.engine.submit_frame(frame, gone)
-                except Exception as e:  # noqa: BLE001 - bad frame / overload: ends the stream after earlier results
-                    put(e)
+                except Exception as e:  # noqa: BLE001 - a bad frame ends the stream after earlier results
+                    flow.finish(e)
                     return
-                if not put((frame, fut)):
-                    return
+                frame = Frame(image, index, msg.time if msg.HasField("time") else None)
+                live, msg = msg.live, None  # the message's buffer is not kept while waiting for room
+                flow.add(frame, live, gone)
                 position += 1
-            put(_END)
+        except Cancelled:
+            return  # the stream ended while its reader waited for room
         except Exception as e:  # noqa: BLE001 - the request stream itself failed (client gone, transport limit)
             if not gone():
-                put(e)
+                flow.finish(e)
 
-    def _frame_result(self, frame: Frame, out: FrameOutcome, running: Tracker, thr: float) -> pb.FrameResult:
+    def _frame_result(
+        self, entry: Entry, out: FrameOutcome | None, running: Tracker, thr: float
+    ) -> pb.FrameResult:
+        """The answer for one frame; ``out`` None: a skipped live frame (no faces, running verdict carried)."""
         score = running.score
         r = pb.FrameResult(
-            index=frame.index,
-            faces=[wire.face_to_pb(f) for f in out.faces],
+            index=entry.index,
             running_verdict=wire.VERDICTS[aggregate.verdict(score, thr, self.engine.band)],
             frames_done=running.frames,
+            skipped=out is None,
         )
-        if frame.time is not None:
-            r.time = frame.time
-        if out.score.score is not None:
-            r.score = out.score.score
+        if entry.time is not None:
+            r.time = entry.time
+        if out is not None:
+            r.faces.extend(wire.face_to_pb(f) for f in out.faces)
+            if out.score.score is not None:
+                r.score = out.score.score
         if score is not None:
             r.running_score = score
         return r
 
-    def _summary(self, running: Tracker) -> pb.FrameResult:
+    def _summary(self, running: Tracker, skipped: int = 0) -> pb.FrameResult:
         thr, band, score = self.engine.threshold, self.engine.band, running.score
         verdict = wire.VERDICTS[aggregate.verdict(score, thr, band)]
         s = pb.StreamSummary(
@@ -248,6 +289,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
             model=self.engine.classifier.name,
             threshold=thr,
             persons=[wire.person_to_pb(p) for p in running.persons(thr, band)],
+            frames_skipped=skipped,
         )
         if score is not None:
             s.score = score
