@@ -172,6 +172,8 @@ def handler_class(read_timeout_s: float) -> type:
                 phrase = "Error"
             body = json.dumps({"error": message or phrase, "code": "http", "status": code}).encode()
             self.log_error("code %d, message %s", code, message)
+            if getattr(self, "request_version", "") == "HTTP/0.9":  # a garbled line parses as 0.9: no headers
+                self.request_version = "HTTP/1.0"
             self.send_response(code, phrase)
             self.send_header("Content-Type", "application/json")
             self.send_header("Connection", "close")

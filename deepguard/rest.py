@@ -176,6 +176,11 @@ def create_app(
         return f.stream, name
 
     def _run(kind: str | None) -> Analysis:
+        """The upload's analysis; an accepted request is a bounded job, so a drain lets it finish (grace)."""
+        with engine.finishing():
+            return _analyze(kind)
+
+    def _analyze(kind: str | None) -> Analysis:
         stream, name = _upload()
         try:
             actual = media_kind(stream, name=name)

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
@@ -146,6 +147,7 @@ class Engine:
         self.uploads = threading.BoundedSemaphore(max(1, config.max_uploads))
         self.draining = False
         self._read_deadline = math.inf
+        self._local = threading.local()  # marks threads running a bounded job (see finishing())
 
     # -- model runs (batcher threads) ------------------------------------------------------------------------
     def _detect(self, items: list[tuple[np.ndarray, Predicate | None]]) -> list[FaceBoxes]:
@@ -172,7 +174,7 @@ class Engine:
         batchers (one per stream: batches are formed round-robin over lanes). Raises ShuttingDown / Closed
         synchronously.
         """
-        if self.stop_reading():
+        if self.stop_reading() and not self._finishing_job():
             raise ShuttingDown("server is shutting down")
         out: Future = Future()
         t0 = time.perf_counter()
@@ -401,6 +403,24 @@ class Engine:
         """Stop taking new work; open streams keep being read for half the grace period, then flushed."""
         self.draining = True
         self._read_deadline = time.monotonic() + grace_s / 2
+        self._drain_end = time.monotonic() + grace_s
+
+    @contextmanager
+    def finishing(self) -> Iterator[None]:
+        """Frames this thread submits inside belong to one bounded job (a whole file over REST / the web app).
+
+        Why: an open stream is cut at half the grace period so it cannot hold up the shutdown, but a file
+        upload already accepted has a known end and was promised to finish - it may keep submitting frames
+        until the whole grace period has passed (it used to get 503 at half of it).
+        """
+        self._local.job = True
+        try:
+            yield
+        finally:
+            self._local.job = False
+
+    def _finishing_job(self) -> bool:
+        return getattr(self._local, "job", False) and time.monotonic() < getattr(self, "_drain_end", math.inf)
 
     def stop_reading(self) -> bool:
         return self.draining and time.monotonic() >= self._read_deadline

@@ -33,7 +33,7 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, g, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from deepguard import __version__
@@ -242,22 +242,27 @@ def create_blueprint(engine: Engine, config: ServerConfig) -> Blueprint:
                         503, "busy", f"server busy: {config.max_uploads} video uploads in progress"
                     )
                 release.append(engine.uploads.release)
+            inflight = current_app.extensions.get("deepguard.inflight")
+            if inflight is not None:  # a drain waits for background analyses too, not only for requests
+                inflight.add(1)
+                release.append(lambda: inflight.add(-1))
             client = client_id(create=True)
             assert client is not None
 
             def work(job: Job) -> dict:
                 budget = Budget(config.request_budget_s, job.cancelled)
                 try:
-                    res = analyze_upload(
-                        engine,
-                        stream,
-                        name,
-                        kind,
-                        cancelled=budget,
-                        on_total=lambda n: setattr(job, "total", n),
-                        progress=lambda n: setattr(job, "done", n),
-                        **opts,
-                    )
+                    with engine.finishing():  # an accepted analysis finishes during a drain (grace)
+                        res = analyze_upload(
+                            engine,
+                            stream,
+                            name,
+                            kind,
+                            cancelled=budget,
+                            on_total=lambda n: setattr(job, "total", n),
+                            progress=lambda n: setattr(job, "done", n),
+                            **opts,
+                        )
                 except Cancelled as e:
                     raise budget.explain(e, name) from e
                 entry_id = history.add(
