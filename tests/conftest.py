@@ -60,3 +60,17 @@ def face_video(tmp_path_factory, astronaut) -> Path:
     """3 s, 25 fps, 480x360 H.264 clip of the astronaut's face moving across the frame."""
     face = astronaut[0:260, 120:360]
     return write_video(tmp_path_factory.mktemp("vid") / "moving.mp4", moving_face_frames(face, 75))
+
+
+def pytest_report_header(config) -> str:
+    """CPU model and whether it has VNNI: INT8 numerics differ by kernel, so a CI log must say which ran."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu: unknown"
+    model = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?"
+    )
+    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    vnni = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()]
+    return f"cpu: {model}; int8 dot-product: {', '.join(vnni) or 'no VNNI (int16 pair sums)'}"

@@ -232,6 +232,22 @@ def test_int8_agrees_with_fp32(built):
     assert check["passed"] and abs(check["delta_auc"]) <= 0.01
 
 
+def test_int8_weights_fit_pre_vnni_kernels(built):
+    """Every quantised weight is within [-64, 64]: pre-VNNI CPUs' int16 pair sums (255 * 64 * 2) cannot saturate."""
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(built["result"]["int8"]))
+    inits = {i.name: i for i in proto.graph.initializer}
+    weights = [
+        numpy_helper.to_array(inits[n.input[0]])
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear"
+        and n.input[0] in inits
+        and inits[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+    assert weights and max(int(np.abs(w.astype(np.int64)).max()) for w in weights) <= 64
+
+
 def test_int8_recipe_recorded(built):
     """The INT8 file says how it was built and how well it agreed with FP32 on the calibration crops."""
     recipe = read_metadata(built["result"]["int8"])["int8_recipe"]
@@ -265,16 +281,16 @@ def test_int8_fp32_stem_is_contiguous_and_capped():
 
 
 def test_gptq_rounding_beats_round_to_nearest():
-    """GPTQ keeps the int8 grid but lowers the output error on correlated inputs."""
+    """GPTQ keeps the quantiser's grid and range (here reduce_range's 7 bits) but lowers the output error."""
     from deepguard.convert.int8 import _gptq_rows
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 16)) @ rng.normal(size=(16, 16))  # correlated input channels
     w = rng.normal(size=(8, 16))
-    scale = np.abs(w).max(axis=1) / 127
-    q = _gptq_rows(w, x.T @ x, scale)
-    rtn = np.clip(np.round(w / scale[:, None]), -128, 127)
-    assert q is not None and q.min() >= -128 and q.max() <= 127
+    scale = np.abs(w).max(axis=1) / 64
+    q = _gptq_rows(w, x.T @ x, scale, 64)
+    rtn = np.clip(np.round(w / scale[:, None]), -64, 64)
+    assert q is not None and q.min() >= -64 and q.max() <= 64
     err = np.mean((x @ (q * scale[:, None]).T - x @ w.T) ** 2)
     err_rtn = np.mean((x @ (rtn * scale[:, None]).T - x @ w.T) ** 2)
     assert err < 0.8 * err_rtn

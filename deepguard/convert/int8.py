@@ -6,8 +6,12 @@ the MobileNetV2 + EfficientNet-Lite0 ensemble, "prelim" = one MobileNetV2 member
 
 - QDQ format, U8S8 (uint8 asymmetric activations, int8 symmetric per-channel weights): the graph stays plain ONNX
   that ORT fuses into QLinearConv; VNNI's ``vpdpbusd`` multiplies u8 x s8 natively (1.70 ms/img vs 2.00 for S8S8,
-  2.76 for U8U8 on one member). Per-channel weights matter for depthwise convs. ``reduce_range=True`` is the
-  fallback for pre-VNNI AVX2 CPUs.
+  2.76 for U8U8 on one member). Per-channel weights matter for depthwise convs.
+- ``reduce_range=True`` (weights in [-64, 64]) by default, because one file must be right on every CPU: without
+  VNNI (AVX2 / AVX-512 before Cascade Lake, AMD before Zen 4) ORT's u8 x s8 kernel sums pairs of products in
+  int16 (``vpmaddubsw``), which saturates for 8-bit weights (255 * 127 * 2 > 32767). Measured on the test
+  ensemble under ``qemu-x86_64 -cpu Haswell``: decision agreement with FP32 0.76 with 8-bit weights, 0.997
+  with 7-bit ones (the same as natively on a VNNI CPU); CI on a pre-VNNI host failed the same way (0.92).
 - Percentile calibration (99.999 %), not MinMax: one outlier otherwise stretches a per-tensor grid. With the rest
   of the recipe in place MinMax, Entropy and MSE-optimal ranges were no better; 99.99 % gained 0.1-0.3 %
   agreement but doubled the worst-case |dprob| (0.07 -> 0.15 on real), so the wider range stays the default.
@@ -288,8 +292,14 @@ def _conv_hessian(node: onnx.NodeProto, weight_shape: tuple[int, ...], x: np.nda
     return None
 
 
-def _gptq_rows(w: np.ndarray, hess: np.ndarray, scale: np.ndarray, damp: float = 0.01) -> np.ndarray | None:
-    """Round rows of ``w`` (O, K) to int8 on grid ``scale`` (O,), feeding each column's error forward (GPTQ)."""
+def _gptq_rows(
+    w: np.ndarray, hess: np.ndarray, scale: np.ndarray, limit: int, damp: float = 0.01
+) -> np.ndarray | None:
+    """Round rows of ``w`` (O, K) to [-limit, limit] on grid ``scale`` (O,), feeding each column's error forward.
+
+    ``limit`` is the quantiser's own range (127, or 64 with reduce_range): GPTQ must not widen it, or the
+    pre-VNNI kernels' int16 pair sums saturate again.
+    """
     w = w.astype(np.float64).copy()
     h = hess.astype(np.float64).copy()
     dead = np.diag(h) <= 0
@@ -303,7 +313,7 @@ def _gptq_rows(w: np.ndarray, hess: np.ndarray, scale: np.ndarray, damp: float =
     q = np.zeros(w.shape, np.int64)
     s = scale.reshape(-1).astype(np.float64)
     for i in range(w.shape[1]):
-        q[:, i] = np.clip(np.round(w[:, i] / s), -128, 127)
+        q[:, i] = np.clip(np.round(w[:, i] / s), -limit, limit)
         err = (w[:, i] - q[:, i] * s) / u[i, i]
         w[:, i + 1 :] -= np.outer(err, u[i, i + 1 :])
     return q
@@ -375,10 +385,11 @@ def _apply_gptq(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, hess: dict, co
             scale = np.full(rows, scale[0])
         elif scale.size != rows or axis != 0:
             continue
+        limit = int(np.abs(wq.astype(np.int64)).max())  # symmetric per-channel: each channel's max hits it
         if h.ndim == 2:
-            q = _gptq_rows(wf.reshape(rows, -1), h, scale)
+            q = _gptq_rows(wf.reshape(rows, -1), h, scale, limit)
         else:  # depthwise: every channel has its own input patches
-            parts = [_gptq_rows(wf[c].reshape(1, -1), h[c], scale[c : c + 1]) for c in range(rows)]
+            parts = [_gptq_rows(wf[c].reshape(1, -1), h[c], scale[c : c + 1], limit) for c in range(rows)]
             q = None if any(p is None for p in parts) else np.concatenate(parts)
         if q is None:
             continue
@@ -458,7 +469,7 @@ def to_int8(
     calibration: np.ndarray,
     *,
     per_channel: bool = True,
-    reduce_range: bool = False,
+    reduce_range: bool = True,
     activation_type: str = "QUInt8",
     weight_type: str = "QInt8",
     batch_size: int = 8,
@@ -486,7 +497,7 @@ def to_int8(
     model's input type decides; values are cast to it). A few hundred real *training* crops: they set activation
     ranges, GPTQ statistics and the mean correction, and the agreement check runs on them.
     ``window``: images calibrated per pass (memory bound; ranges are merged across passes).
-    ``reduce_range=True`` (7-bit weights) is the fallback for pre-VNNI AVX2 CPUs if accuracy drops there.
+    ``reduce_range``: 7-bit weights, so that the file is also right on pre-VNNI CPUs (module docstring).
     ``fp32_stem_convs``: keep everything up to each backbone's k-th conv in FP32 (0: quantise from the input on);
     capped at a quarter of a backbone's convs. ``target_agreement``: for fused graphs (``prob`` output), if INT8
     vs FP32 decision agreement at ``threshold`` (default: the model's metadata, else 0.5) on up to
