@@ -41,13 +41,18 @@ class BodyError(Exception):
         self.status, self.code, self.extra = status, code, extra
 
 
-def body_limit(path: str, cfg: ServerConfig) -> int:
-    """Largest body a route accepts, known before reading: image routes the image limit, uploads the video one."""
+def file_limit(path: str, cfg: ServerConfig) -> int:
+    """Largest file a route accepts: image routes the image limit, uploads the video one, others none."""
     if path == "/predict_image":
-        return cfg.max_message_bytes + MULTIPART_SLACK
+        return cfg.max_message_bytes
     if path in UPLOAD_PATHS:
-        return max(cfg.max_video_bytes, cfg.max_message_bytes) + MULTIPART_SLACK
-    return MULTIPART_SLACK
+        return max(cfg.max_video_bytes, cfg.max_message_bytes)
+    return 0
+
+
+def body_limit(path: str, cfg: ServerConfig) -> int:
+    """Largest body a route accepts, known before reading: its file limit plus the multipart framing."""
+    return file_limit(path, cfg) + MULTIPART_SLACK
 
 
 def read_body(src: IO[bytes], length: int, cfg: ServerConfig) -> IO[bytes]:
@@ -135,8 +140,9 @@ class BodyGate:
             raise BodyError(
                 413,
                 "too_large",
-                f"{path}: the request body is {length} bytes, larger than the limit of {limit} bytes",
-                limit=limit,
+                f"{path}: the request body is {length} bytes, larger than the upload limit of "
+                f"{file_limit(path, self.cfg)} bytes",
+                limit=file_limit(path, self.cfg),
                 size=length,
             )
         return read_body(environ["wsgi.input"], length, self.cfg) if length else None
