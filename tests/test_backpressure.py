@@ -219,3 +219,244 @@ def test_grpc_status_for_too_many_streams() -> None:
 
     code, msg = status_for(TooManyStreams("server busy: 2 streams already open (--max-streams 2)"))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "max-streams" in msg
+
+
+# ----------------------------------------------------------------------------------------- real servers
+
+SERVER_TIMEOUT = 300
+
+
+def _tiny(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:
+    """Small synthetic frames without faces: detection still runs on every one, cheaply."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_max_streams_is_refused_at_stream_start_and_frees_up() -> None:
+    from deepguard.client import Client, ServerError
+    from tests.server_support import running_server, scrape
+
+    release = threading.Event()
+
+    def idle_camera():
+        yield _tiny(1)[0]
+        release.wait(30)
+
+    with running_server(max_streams=2) as srv, Client(f"127.0.0.1:{srv.port}", timeout=60) as c:
+        try:
+            open_streams = [iter(c.stream_frames(idle_camera())) for _ in range(2)]
+            for s in open_streams:
+                assert next(s).frame.index == 0  # both admitted and answered
+            with pytest.raises(ServerError) as e:
+                list(c.stream_frames(_tiny(3)))
+            assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-streams 2" in e.value.details
+            rejected = scrape(srv.metrics_port, "deepguard_rejected", stage="streams")
+            assert rejected["deepguard_rejected_total"] == 1
+        finally:
+            release.set()
+        for s in open_streams:
+            assert list(s) == []  # the idle cameras end cleanly
+        assert _wait_for(lambda: srv.engine.frame_budget.items == 0)
+        assert [r.frame.index for r in c.stream_frames(_tiny(3))] == [0, 1, 2]  # a slot is free again
+
+
+def _timed_run(client, frames) -> float:
+    t0 = time.monotonic()
+    got = [r.frame.index for r in client.stream_frames(frames)]
+    assert got == list(range(len(frames)))
+    return time.monotonic() - t0
+
+
+def test_a_client_that_never_reads_only_stalls_itself() -> None:
+    """The stalled stream's window fills, the server stops reading it, and it holds no frame budget."""
+    from deepguard.client import Client, raw_image
+    from deepguard.proto import deepguard_pb2 as pb
+    from deepguard.proto import deepguard_pb2_grpc as pb_grpc
+    from tests.server_support import running_server, sample_frames
+
+    frames = list(sample_frames(200)[:40])  # with faces: both models run
+    with running_server() as srv, Client(f"127.0.0.1:{srv.port}", timeout=SERVER_TIMEOUT) as c:
+        _timed_run(c, frames[:4])  # warm-up
+        alone = _timed_run(c, frames)
+        # A small receive window and no BDP growth: the server's answers back up after ~1 KiB.
+        options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+        channel = grpc.insecure_channel(f"127.0.0.1:{srv.port}", options=options)
+        pulled = [0]
+
+        def flood():
+            for i in range(5000):
+                pulled[0] += 1
+                yield pb.Frame(raw=raw_image(frames[i % len(frames)]))
+
+        call = pb_grpc.DeepGuardStub(channel).StreamFrames(flood(), timeout=SERVER_TIMEOUT)
+        try:
+            assert _wait_for(lambda: pulled[0] > 0)
+            stalled_at = [-1]
+
+            def stalled() -> bool:  # the sender is no longer asked for frames: flow control holds it
+                before, stalled_at[0] = stalled_at[0], pulled[0]
+                time.sleep(0.5)
+                return before == pulled[0]
+
+            assert _wait_for(stalled, 60) and pulled[0] < 5000
+            assert _wait_for(lambda: srv.engine.frame_budget.bytes == 0, 30)  # it holds no queued frames
+            beside = _timed_run(c, frames)
+            # Liveness, not speed: the stalled stream does not make the other one wait for it.
+            assert beside <= 3 * alone + 5, (alone, beside)
+            assert srv.engine.frame_budget.bytes == 0 and pulled[0] == stalled_at[0]
+        finally:
+            call.cancel()
+            channel.close()
+        assert c.health() == "SERVING"
+
+
+def _live_camera(frames, fps: float, sent: dict[int, float]):
+    """A camera: frame i is captured at t0 + i / fps (and sent then, unless the transport holds it)."""
+    t0 = time.monotonic()
+    for i, f in enumerate(frames):
+        delay = t0 + i / fps - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        sent[i] = t0 + i / fps
+        yield Frame(f, i)
+
+
+def _capacity(client, streams: int, frames) -> float:
+    """Frames/s the server analyses losslessly with ``streams`` unpaced streams (measured, not assumed)."""
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=lambda: list(client.stream_frames(frames))) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(SERVER_TIMEOUT)
+    return streams * len(frames) / (time.monotonic() - t0)
+
+
+def test_live_mode_under_2x_overload_keeps_latency_bounded_and_reports_skips() -> None:
+    from deepguard.client import Client
+    from tests.server_support import running_server
+
+    streams, seconds = 4, 5.0
+    frames = _tiny(60, seed=1)
+    with running_server() as srv, Client(f"127.0.0.1:{srv.port}", timeout=SERVER_TIMEOUT) as c:
+        _capacity(c, 1, frames[:8])  # warm-up
+        fps = 2 * _capacity(c, streams, frames) / streams  # per camera: all of them together at 2x capacity
+        n = int(fps * seconds)
+        camera = [f for _ in range(n // len(frames) + 1) for f in frames][:n]
+        out: dict[int, tuple[dict, list, object]] = {}
+
+        def run(k: int) -> None:
+            sent: dict[int, float] = {}
+            stream = c.stream_frames(_live_camera(camera, fps, sent), live=True)
+            got = [(r.frame.index, r.skipped, time.monotonic()) for r in stream]
+            out[k] = (sent, got, stream.summary)
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(SERVER_TIMEOUT)
+    assert sorted(out) == list(range(streams))
+    skipped_total = 0
+    for sent, got, summary in out.values():
+        assert [i for i, _, _ in got] == list(range(n))  # one answer per frame, in order
+        skipped = sum(s for _, s, _ in got)
+        assert summary.frames_skipped == skipped and summary.frames == n - skipped
+        skipped_total += skipped
+        lat = [t - sent[i] for i, s, t in got if not s]  # capture -> result, analysed frames only
+        third = max(1, len(lat) // 3)
+        first, last = float(np.median(lat[:third])), float(np.median(lat[-third:]))
+        # Lossless at 2x overload would fall further behind all the time (the last third ~seconds later
+        # than the first); live mode stays at a constant distance behind real time.
+        assert last <= 3 * first + 0.5, (first, last)
+        assert max(lat) < 5.0, max(lat)
+    assert skipped_total > streams * n * 0.2  # about half were skipped at 2x overload
+
+
+# --------------------------------------------------------------- 16 x 1000 unpaced, RSS (own process)
+
+
+def _serve(tmp_path, *args: str):
+    """``deepguard serve`` in a subprocess (its RSS is the server's alone); returns (process, port)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    log_path = tmp_path / "server.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "deepguard", "serve", "--port", "0", "--no-rest", "--no-metrics", *args]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def port() -> int | None:
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == "serving":
+                return int(json.loads(line)["port"])
+        return None
+
+    assert _wait_for(lambda: port() is not None or proc.poll() is not None, 120), log_path.read_text()
+    assert port() is not None, log_path.read_text()
+    return proc, port()
+
+
+def _model_bytes() -> int:
+    from pathlib import Path
+
+    import deepguard
+
+    pkg = Path(deepguard.__file__).parent
+    return sum(p.stat().st_size for p in (pkg / "models").rglob("*.onnx")) + sum(
+        p.stat().st_size for p in (pkg / "runtime" / "facedet" / "data").glob("blazeface_*.onnx")
+    )
+
+
+def test_16_streams_of_1000_unpaced_frames_all_complete_and_memory_returns(tmp_path) -> None:
+    from deepguard.client import Client
+    from deepguard.serving.memory import rss_bytes
+
+    # The short-range BlazeFace (a documented --detector) keeps 16,000 detections cheap on a shared CPU.
+    proc, port = _serve(tmp_path, "--threads", "1", "--detector", "blazeface:short")
+    try:
+        frames = _tiny(50, seed=2)
+        with Client(f"127.0.0.1:{port}", timeout=900) as c:
+            list(c.stream_frames(frames[:8]))  # warm-up: models and sessions allocated
+            time.sleep(1.0)
+            before = rss_bytes(proc.pid)
+            results: dict[int, list] = {}
+            summaries: dict[int, object] = {}
+            errors: list[BaseException] = []
+
+            def run(k: int) -> None:
+                try:
+                    stream = c.stream_frames(Frame(frames[i % 50], i) for i in range(1000))
+                    results[k] = [(r.frame.index, r.skipped) for r in stream]
+                    summaries[k] = stream.summary
+                except BaseException as e:  # noqa: BLE001
+                    errors.append(e)
+
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(900)
+        assert not errors, errors[:3]
+        for k in range(16):
+            assert results[k] == [(i, False) for i in range(1000)]  # complete, in order, no duplicate
+            assert summaries[k].frames == 1000 and summaries[k].frames_skipped == 0
+        peak = _status_bytes(proc.pid, "VmHWM")
+        limit = 1.5 * before + _model_bytes()
+        assert _wait_for(lambda: rss_bytes(proc.pid) <= limit, 20), (before, peak, rss_bytes(proc.pid), limit)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
