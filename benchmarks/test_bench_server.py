@@ -8,10 +8,21 @@
 
 Frames are 640x360 with one face; the server uses the shared Detector, so both sides run the same sessions.
 Set DEEPGUARD_THREADS to pin onnxruntime's intra-op threads (default: one per core).
+
+Back-pressure (issue 15, ``-k backpressure``): a ``deepguard serve`` subprocess (its RSS is the server's alone)
+gets 1, 4 and 16 concurrent streams, BP_FRAMES frames in all per run (``DEEPGUARD_BENCH_SERVER_FRAMES``), in
+three modes: ``lossless`` (unpaced: every stream sends as fast as flow control lets it), ``live`` (cameras
+paced at 2x the lossless capacity just measured for the same stream count, ``Frame.live``: the server skips
+what it cannot keep up with) and ``lossless-paced`` (the same cameras without live mode: they fall behind).
+Per run: aggregate analysed frames/s, per-frame latency p50 / p99 (unpaced: from the frame's hand-over to gRPC;
+paced: from its capture time, analysed frames only), the skipped share, and the server's RSS before the run,
+at its peak (VmHWM, reset per run through /proc/PID/clear_refs where allowed, else a 20 ms sampler) and 1 s
+after its last stream ended. Speed is measured, not asserted; one answer per frame in order is.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -21,6 +32,7 @@ import pytest
 
 from deepguard.client import Client
 from deepguard.runtime.pipeline import Detector
+from deepguard.runtime.types import Frame
 from deepguard.server import Server
 from deepguard.serving.config import ServerConfig
 
@@ -171,4 +183,239 @@ def test_interleaved_ratio(benchmark, perf, det, client, frames) -> None:
     print(
         "\n[bench] interleaved medians: "
         + ", ".join(f"{m} {v:.1f} frames/s ({v / base:.2f}x)" for m, v in fps.items())
+    )
+
+
+# ------------------------------------------------------------------------------ back-pressure (issue 15)
+
+# Frames per run, over all its streams: 960 takes ~3 min on 2 contended cores (~55 frames/s).
+BP_FRAMES = int(os.environ.get("DEEPGUARD_BENCH_SERVER_FRAMES") or 960)
+BP_STREAMS = (1, 4, 16)
+BP_MODES = ("lossless", "live", "lossless-paced")
+BP_OVERLOAD = 2.0  # paced cameras send at this multiple of the measured lossless capacity
+BP_SETTLE_S = 1.0  # after the last stream ends: the server trims freed memory, then RSS is read
+_BP_CAPACITY: dict[int, float] = {}  # streams -> lossless frames/s measured in this run
+_BP_ROWS: list[dict] = []
+
+
+def _proc_status(pid: int, field: str) -> int:
+    """A ``VmRSS`` / ``VmHWM`` style field of /proc/PID/status in bytes (0 where missing)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class _RssWatch:
+    """RSS of a process over one run: before, peak (VmHWM after a reset, else sampled) and after."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = _proc_status(pid, "VmRSS")
+        try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0; needs ptrace rights)
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+            self.hwm_reset = True
+        except OSError:
+            self.hwm_reset = False
+        self.sampled_peak = self.before
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.sampled_peak = max(self.sampled_peak, _proc_status(self.pid, "VmRSS"))
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        peak = _proc_status(self.pid, "VmHWM") if self.hwm_reset else self.sampled_peak
+        time.sleep(BP_SETTLE_S)
+        after = _proc_status(self.pid, "VmRSS")
+        mib = 1 << 20
+        return {
+            "rss_before_mib": round(self.before / mib, 1),
+            "rss_peak_mib": round(max(peak, self.sampled_peak) / mib, 1),
+            "rss_after_mib": round(after / mib, 1),
+            "rss_peak_from": "VmHWM" if self.hwm_reset else "sampled",
+        }
+
+
+@pytest.fixture(scope="module")
+def bp_frames() -> list[np.ndarray]:
+    """48 distinct 640x360 frames with one face (cycled: every frame still runs both models)."""
+    skdata = pytest.importorskip("skimage.data")
+    from tests.conftest import moving_face_frames
+
+    return moving_face_frames(skdata.astronaut()[0:260, 120:360], 48, size=(640, 360))
+
+
+@pytest.fixture(scope="module")
+def bp_server(tmp_path_factory, bp_frames):
+    """``deepguard serve`` (default flow-control flags) in its own process; yields (pid, client)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    log_path = tmp_path_factory.mktemp("bp") / "server.log"
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cmd = [sys.executable, "-m", "deepguard", "serve", "--port", "0", "--no-rest", "--no-metrics"]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def port() -> int | None:
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == "serving":
+                return int(json.loads(line)["port"])
+        return None
+
+    try:
+        end = time.monotonic() + 180
+        while port() is None and proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.1)
+        assert port() is not None, log_path.read_text()[-3000:]
+        with Client(f"127.0.0.1:{port()}", timeout=1800) as c:
+            list(c.stream_frames(bp_frames[:8]))  # warm-up: sessions and gRPC threads allocated
+            _bp_streams(c, [bp_frames[:4]] * 4, fps=None, live=False)
+            yield proc.pid, c
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if _BP_ROWS:
+            print("\n" + _bp_table())
+
+
+def _bp_stream(client: Client, frames: list[np.ndarray], fps: float | None, live: bool) -> dict:
+    """One stream: unpaced (fps None: latency from the hand-over to gRPC) or a camera (latency from capture)."""
+    sent: dict[int, float] = {}
+
+    def gen():
+        t0 = time.perf_counter()
+        for i, f in enumerate(frames):
+            if fps is not None:
+                due = t0 + i / fps
+                if (delay := due - time.perf_counter()) > 0:
+                    time.sleep(delay)
+                sent[i] = due  # captured then; a late hand-over (flow control) counts as latency
+            else:
+                sent[i] = time.perf_counter()
+            yield Frame(f, i)
+
+    lat, skipped, order = [], 0, []
+    stream = client.stream_frames(gen(), live=live)
+    for r in stream:
+        now = time.perf_counter()
+        order.append(r.frame.index)
+        if r.skipped:
+            skipped += 1
+        else:
+            lat.append(now - sent[r.frame.index])
+    return {"order": order, "lat": lat, "skipped": skipped, "summary": stream.summary}
+
+
+def _bp_streams(client: Client, per_stream: list[list[np.ndarray]], fps: float | None, live: bool):
+    out: dict[int, dict] = {}
+    errors: list[BaseException] = []
+
+    def run(k: int) -> None:
+        try:
+            out[k] = _bp_stream(client, per_stream[k], fps, live)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(per_stream))]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    dt = time.perf_counter() - t0
+    assert not errors, errors[:3]
+    for k, fs in enumerate(per_stream):  # one answer per frame, in order, whatever the mode
+        assert out[k]["order"] == list(range(len(fs))), k
+        assert out[k]["summary"].frames_skipped == out[k]["skipped"]
+    return dt, [out[k] for k in range(len(per_stream))]
+
+
+def _bp_capacity(client: Client, frames: list[np.ndarray], streams: int) -> float:
+    """Lossless frames/s for ``streams`` unpaced streams: this run's measurement, or a short one now."""
+    if streams not in _BP_CAPACITY:
+        per = max(8, 64 // streams)
+        dt, _ = _bp_streams(client, [_cycle(frames, per, k) for k in range(streams)], None, False)
+        _BP_CAPACITY[streams] = streams * per / dt
+    return _BP_CAPACITY[streams]
+
+
+def _cycle(frames: list[np.ndarray], n: int, offset: int = 0) -> list[np.ndarray]:
+    return [frames[(offset * 7 + i) % len(frames)] for i in range(n)]
+
+
+def _bp_table() -> str:
+    head = "| streams | mode | frames/s | p50 ms | p99 ms | skipped % | RSS before / peak / after MiB |"
+    lines = [head, "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in _BP_ROWS:
+        lines.append(
+            f"| {r['streams']} | {r['mode']} | {r['frames_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+            f"{r['skipped_pct']:.1f} | {r['rss_before_mib']:.0f} / {r['rss_peak_mib']:.0f} / "
+            f"{r['rss_after_mib']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("streams", "mode"), [(s, m) for s in BP_STREAMS for m in BP_MODES], ids=lambda v: str(v)
+)
+def test_backpressure(benchmark, perf, bp_server, bp_frames, streams: int, mode: str) -> None:
+    pid, client = bp_server
+    per_n = max(1, BP_FRAMES // streams)
+    per_stream = [_cycle(bp_frames, per_n, k) for k in range(streams)]
+    fps = None if mode == "lossless" else BP_OVERLOAD * _bp_capacity(client, bp_frames, streams) / streams
+    result: dict = {}
+
+    def run() -> None:
+        watch = _RssWatch(pid)
+        dt, outs = _bp_streams(client, per_stream, fps, live=mode == "live")
+        result.update(dt=dt, outs=outs, rss=watch.stop())
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    outs, dt = result["outs"], result["dt"]
+    lat = [x for o in outs for x in o["lat"]]
+    skipped = sum(o["skipped"] for o in outs)
+    total = streams * per_n
+    if mode != "live":
+        assert skipped == 0  # lossless is the default: nothing is ever skipped
+    row = {
+        "streams": streams,
+        "mode": mode,
+        "frames": total,
+        "frames_per_s": round((total - skipped) / dt, 1),  # analysed frames
+        "p50_ms": round(_pct(lat, 50), 1) if lat else float("nan"),
+        "p99_ms": round(_pct(lat, 99), 1) if lat else float("nan"),
+        "skipped_pct": round(100 * skipped / total, 1),
+        "camera_fps": round(fps, 2) if fps else None,
+        "seconds": round(dt, 2),
+        **result["rss"],
+    }
+    if mode == "lossless":
+        _BP_CAPACITY[streams] = total / dt
+    _BP_ROWS.append(row)
+    benchmark.extra_info.update(row)
+    paced = f", cameras at {fps:.1f} frames/s each" if fps else ""
+    perf.add(
+        "server back-pressure (640x360, 1 face)",
+        f"{streams} streams {mode}",
+        row["frames_per_s"],
+        "frames/s",
+        f"p50 {row['p50_ms']:.0f} ms, p99 {row['p99_ms']:.0f} ms, skipped {row['skipped_pct']:.1f} %, "
+        f"RSS {row['rss_before_mib']:.0f}/{row['rss_peak_mib']:.0f}/{row['rss_after_mib']:.0f} MiB{paced}",
     )
