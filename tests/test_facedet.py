@@ -21,6 +21,7 @@ from deepguard.runtime.facedet.blazeface import (
     MODEL_CONFIGS,
     BlazeFaceDetector,
     generate_anchors,
+    iou_matrix,
     tile_pyramid,
     weighted_nms,
 )
@@ -242,6 +243,83 @@ def test_tile_pyramid_covers_frame():
         cover[y0:y1, x0:x1] = True
     assert cover.all()
     assert tile_pyramid(400, 300, 768, min_side=192) == tile_pyramid(400, 300, 768, min_side=192)
+
+
+# -- faces that fill the frame: the zoomed-out view ----------------------------------------------------
+
+
+def _tight_crop(img: np.ndarray, box: np.ndarray, fill: float, shift: float = 0.0):
+    """Square crop around ``box`` whose side is ``box side / fill``, moved right by ``shift`` of its side."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    c = int(round(side / fill))
+    x0 = int(round((box[0] + box[2]) / 2 - c / 2 + shift * c))
+    y0 = int(round((box[1] + box[3]) / 2 - c / 2))
+    assert x0 >= 0 and y0 >= 0 and x0 + c <= img.shape[1] and y0 + c <= img.shape[0]
+    ref = np.clip(box - np.array([x0, y0, x0, y0], np.float32), 0, c)  # the face in crop pixels, clipped
+    return img[y0 : y0 + c, x0 : x0 + c], ref
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.15])  # 0.15: the face is cut by the crop's left edge
+def test_tight_face_crops_are_found(det, t1, shift):
+    """Each t1 face cropped so it fills ~90 % of the image: one box, where the face was on the whole photo."""
+    plain = BlazeFaceDetector(threads=1, zoom_out=False)
+    found_plain = 0
+    for box in det.detect([t1])[0].boxes:
+        crop, ref = _tight_crop(t1, box, 0.9, shift)
+        fb = det.detect([crop])[0]
+        _check_plausible(fb, crop.shape)  # boxes clipped to the crop
+        assert len(fb) == 1, (box, fb.boxes)
+        assert iou_matrix(fb.boxes, ref[None])[0, 0] > 0.6, (fb.boxes, ref)
+        found_plain += len(plain.detect([crop])[0]) > 0
+    if shift == 0.0:
+        assert found_plain <= 3  # what the zoomed-out view is for: the whole-frame view alone misses most
+
+
+def test_zoom_out_adds_nothing_to_normal_photos(t1, astronaut):
+    """Always-on or fallback, the zoomed-out view changes no box of a photo whose faces the other views find."""
+    camera = np.repeat(skimage_data.camera()[:, :, None], 3, axis=2)
+    frames = [t1, astronaut, camera, np.zeros((480, 640, 3), np.uint8), cv2.resize(t1, (640, 443))]
+    ref = BlazeFaceDetector(threads=1, zoom_out=False).detect(frames)
+    for mode in (True, "fallback"):
+        got = BlazeFaceDetector(threads=1, zoom_out=mode).detect(frames)
+        for g, r in zip(got, ref, strict=True):
+            assert len(g) == len(r), mode
+            np.testing.assert_allclose(g.boxes, r.boxes, atol=1e-3)
+            np.testing.assert_allclose(g.scores, r.scores, atol=1e-6)
+
+
+def test_zoom_out_fallback_batches_like_single(det, t1):
+    """The fallback pass runs only for frames where nothing was found, and a batch equals single frames."""
+    box = det.detect([t1])[0].boxes[0]
+    crop, _ = _tight_crop(t1, box, 0.9)
+    frames = [t1, crop, np.zeros((300, 300, 3), np.uint8), crop]
+    batched = det.detect(frames)
+    assert [len(fb) for fb in batched] == [6, 1, 0, 1]
+    for frame, got in zip(frames, batched, strict=True):
+        ref = det.detect([frame])[0]
+        np.testing.assert_allclose(got.boxes, ref.boxes, atol=0.05)
+    always = BlazeFaceDetector(threads=1, zoom_out=True).detect(frames)
+    assert [len(fb) for fb in always] == [6, 1, 0, 1]
+    np.testing.assert_allclose(always[1].boxes, batched[1].boxes, atol=0.5)
+
+
+@pytest.mark.parametrize("max_views", [40, 10])
+@pytest.mark.parametrize(
+    "shape", [(224, 224), (480, 640), (1080, 1920), (2160, 3840), (1100, 1000), (1440, 5760), (600, 1300)]
+)
+def test_zoom_view_counts_in_the_view_cap(shape, max_views):
+    det = BlazeFaceDetector(threads=1, zoom_out=True, max_views=max_views)
+    views = det._views([np.zeros((*shape, 3), np.uint8)])
+    assert len(views) <= max_views
+    zoom = [v for v in views if v.is_zoom]
+    h, w = shape
+    assert len(zoom) == (min(h, w) > 0.5 * max(h, w))  # an elongated frame cannot be filled by a face
+    for v in zoom:  # the whole frame, at half the model input
+        assert (v.x0, v.y0, v.x1, v.y1) == (0, 0, w, h) and max(v.new_w, v.new_h) == 96
+    fallback = BlazeFaceDetector(threads=1, max_views=max_views)  # default: the second pass counts too
+    assert 1 + len(fallback.frame_tiles(h, w)) + len(zoom) <= max_views
+    with pytest.raises(ValueError, match="zoom_out"):
+        BlazeFaceDetector(zoom_out="always")
 
 
 # -- anchors and NMS --------------------------------------------------------------------------
