@@ -228,12 +228,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
-    from deepguard.training.default import train_default
+    from deepguard.training.default import DEFAULT_DATA, train_default
 
     print(
         json.dumps(
             train_default(
-                args.data,
+                args.data or list(DEFAULT_DATA),
                 args.out,
                 budget_min=args.budget_min,
                 install=args.install,
@@ -243,6 +243,24 @@ def cmd_train_default(args: argparse.Namespace) -> int:
             indent=2,
         )
     )
+    return 0
+
+
+def cmd_loso(args: argparse.Namespace) -> int:
+    from deepguard.training.default import DEFAULT_DATA
+    from deepguard.training.loso import format_loso, leave_one_source_out
+
+    result = leave_one_source_out(
+        args.data or list(DEFAULT_DATA),
+        args.out,
+        budget_min=args.budget_min,
+        arch=args.arch,
+        input_size=args.size,
+        cache_dir=args.cache,
+        only=args.only,
+        sbi_fraction=args.sbi_fraction,
+    )
+    print(format_loso(result))
     return 0
 
 
@@ -333,7 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     td = sub.add_parser(
         "train-default", help="the whole default-model recipe: import, train both, fuse, INT8"
     )
-    td.add_argument("--data", default="../shared/data/dfdc-faces/manifest.csv")
+    td.add_argument(
+        "--data",
+        nargs="+",
+        help="data roots: manifest CSVs (file,label[,source,group,split]) or real/ fake/ folders "
+        "(default: ../shared/data/dfdc-faces/manifest.csv ../shared/data/faces-extra/manifest.csv)",
+    )
     td.add_argument("--out", default="runs/edge")
     td.add_argument(
         "--budget-min", type=float, default=105.0, help="training wall-clock budget (both members)"
@@ -341,12 +364,33 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument(
         "--sbi-fraction",
         type=float,
-        default=0.4,
+        default=1 / 3,
         help="share of the fake half of each batch made of self-blended real faces (0 = DFDC fakes only)",
     )
     td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
     td.set_defaults(func=cmd_train_default)
+
+    lo = sub.add_parser(
+        "loso",
+        help="leave-one-source-out: per source, train one member without it, then score it (writes OUT/loso.json)",
+    )
+    lo.add_argument(
+        "--data",
+        nargs="+",
+        help="data roots: manifest CSVs (file,label[,source,group,split]) or real/ fake/ folders "
+        "(default: the train-default roots)",
+    )
+    lo.add_argument("--out", default="runs/loso")
+    lo.add_argument("--budget-min", type=float, default=4.0, help="training wall-clock budget per fold")
+    lo.add_argument("--arch", default="mobilenet_v2")
+    lo.add_argument("--size", type=int, default=160, help="input size of the member (and the re-crops)")
+    lo.add_argument("--only", nargs="+", metavar="SOURCE", help="hold out only these sources (default: each)")
+    lo.add_argument(
+        "--sbi-fraction", type=float, help="share of self-blends in the fake half (default: the recipe's)"
+    )
+    lo.add_argument("--cache", help="folder for the re-crop / landmark cache (default OUT/cache)")
+    lo.set_defaults(func=cmd_loso)
 
     try:
         from deepguard.convert import add_arguments as convert_args

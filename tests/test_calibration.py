@@ -319,7 +319,35 @@ def test_model_card_has_calibration_section(tmp_path):
     assert f"{cal.ece_before:.4f} → **{cal.ece_after:.4f}**" in text
     assert "| FP32 | 0.1500 |" in text  # share of val faces in the band, per shipped model
     del summary["calibration"]
-    assert "Calibration and verdicts" not in write_model_card(summary, tmp_path / "c2.md").read_text()
+    assert "## Calibration and verdicts" not in write_model_card(summary, tmp_path / "c2.md").read_text()
+
+
+def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):
+    """With sources, the card says how the threshold was chosen and carries the per-source and LOSO tables."""
+    from deepguard.evaluation.by_source import per_source
+    from deepguard.training.card import write_model_card
+
+    s, y = _band_data()
+    src = np.where(np.arange(len(y)) % 2 == 0, "alpha", "beta")
+    cal = calibrate(np.clip(s, 0.01, 0.99), y, sources=src)
+    st = cal.metadata()
+    row = {k: 0.9 for k in ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "eer")}
+    rows = per_source(s, y, src, st["threshold"], (st["uncertain_low"], st["uncertain_high"]))
+    fold = {"n_real": 3, "n_fake": 0, "auc": 0.8123, "real_called_fake": 1 / 3, "fake_called_fake": None}
+    summary = {
+        "weights": {"a": 1.0},
+        "member_val_auc": {"a": 0.9},
+        "threshold": st["threshold"],
+        "val": {"fp32": row, "int8": row, "int8_vs_fp32": {"delta_auc": 0.0, "decision_agreement": 1.0}},
+        "calibration": {**cal.to_dict(), "stored": st, "onnx_val": {}},
+        "by_source": {"int8": rows},
+        "loso": {"arch": "mobilenet_v2", "budget_min_per_fold": 3, "folds": {"alpha": fold}},
+    }
+    text = write_model_card(summary, tmp_path / "card.md").read_text()
+    assert "no* real validation source has more than 5% of its faces called fake" in text
+    alpha = rows[0]
+    assert f"| alpha | {alpha['n_real']} | {alpha['n_fake']} | {alpha['auc']:.4f} |" in text
+    assert "| alpha | 3 | 0 | 0.8123 | 33.3% | - |" in text
 
 
 def test_model_card_states_each_members_schedule(tmp_path):

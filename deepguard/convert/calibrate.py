@@ -91,6 +91,26 @@ def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.clip(thr[int(np.argmax(tpr - fpr))], 1e-3, 1 - 1e-3))
 
 
+#: Most of any one real source's validation faces that may score "fake" under the source-aware rule.
+MAX_FALSE_ALARM = 0.05
+
+
+def false_alarm_cut(scores: np.ndarray, labels: np.ndarray, sources, max_rate: float = MAX_FALSE_ALARM) -> float:
+    """The lowest cut at which no real source has more than ``max_rate`` of its real faces scoring ``>= cut``.
+
+    Why per source: a pooled false-alarm rate is dominated by the largest real source; a newsroom's photos are
+    not DFDC video frames, so every kind of real face must rarely be called fake, the worst source included.
+    """
+    s, y, src = np.asarray(scores, np.float64), np.asarray(labels).astype(int), np.asarray(sources)
+    cut = 0.0
+    for name in np.unique(src[y == 0]):
+        real = np.sort(s[(y == 0) & (src == name)])[::-1]
+        k = int(np.floor(max_rate * len(real)))  # this many may score >= cut
+        if k < len(real):
+            cut = max(cut, float(np.nextafter(real[k], np.inf)))
+    return float(np.clip(cut, 1e-3, 1 - 1e-3))
+
+
 def choose_band(
     scores: np.ndarray,
     labels: np.ndarray,
@@ -170,6 +190,8 @@ class Calibration:
     real_verdict_precision: float | None  # share of val faces scoring < lo that are real
     fake_verdict_precision: float | None  # share of val faces scoring >= hi that are fake
     accuracy_at_threshold: float  # binary accuracy at the threshold, for comparison
+    #: None: Youden threshold; else the false-alarm rule's cap (no real source above it called fake on val)
+    max_false_alarm: float | None = None
 
     def metadata(self, digits: int = 4) -> dict[str, float]:
         """The ``deepguard.*`` keys, rounded (rounding is monotone, so ``lo <= threshold <= hi`` still holds)."""
@@ -185,16 +207,33 @@ class Calibration:
 
 
 def calibrate(
-    probs: np.ndarray, labels: np.ndarray, *, target: float = 0.9, min_support: int = 10
+    probs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    sources=None,
+    max_false_alarm: float = MAX_FALSE_ALARM,
+    target: float = 0.9,
+    min_support: int = 10,
 ) -> Calibration:
-    """Fit T on raw fused val probabilities, then threshold and band on the calibrated ones."""
+    """Fit T on raw fused val probabilities, then threshold and band on the calibrated ones.
+
+    Without ``sources``: Youden threshold and the precision band of the module docstring. With ``sources`` (one
+    name per face) the *false-alarm rule*: threshold = the fake cut = :func:`false_alarm_cut` (no real source
+    over ``max_false_alarm`` called fake), and the band's low edge by the same "real" precision rule, so the band
+    is ``[lo, threshold)`` and "fake" means the score passed the false-alarm-controlled cut.
+    """
     p, y = np.asarray(probs, np.float64).reshape(-1), np.asarray(labels).astype(int).reshape(-1)
     if len(p) != len(y):
         raise ValueError(f"{len(y)} labels for {len(p)} probabilities")
     t = fit_temperature(p, y)
     c = apply_temperature(p, t)
-    thr = youden_threshold(c, y)
-    lo, hi, fell_back = choose_band(c, y, thr, target=target, min_support=min_support)
+    if sources is None:
+        thr = youden_threshold(c, y)
+        lo, hi, fell_back = choose_band(c, y, thr, target=target, min_support=min_support)
+    else:
+        thr = false_alarm_cut(c, y, sources, max_false_alarm)
+        lo, _, fell_back = choose_band(c, y, thr, target=target, min_support=min_support)
+        hi, fell_back = thr, [x for x in fell_back if x != "high"]
     graded = graded_metrics(c, y, thr, (lo, hi))
     return Calibration(
         temperature=t,
@@ -213,4 +252,5 @@ def calibrate(
         real_verdict_precision=graded["real_verdict_precision"],
         fake_verdict_precision=graded["fake_verdict_precision"],
         accuracy_at_threshold=float(np.mean((c >= thr) == (y == 1))),
+        max_false_alarm=None if sources is None else float(max_false_alarm),
     )

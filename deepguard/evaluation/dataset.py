@@ -30,11 +30,14 @@ class DatasetError(DeepGuardError, ValueError):
 @dataclass(frozen=True)
 class Sample:
     """One labelled file. ``group`` ties files that belong together (frames of one video);
-    None means the file is a group of its own (see :attr:`group_key`)."""
+    None means the file is a group of its own (see :attr:`group_key`). ``source`` names where the
+    file comes from (a manifest's ``source`` column; None without one): metrics are then also
+    reported per source (:mod:`deepguard.evaluation.by_source`)."""
 
     path: Path
     label: int  # 1 = fake, 0 = real
     group: str | None = None
+    source: str | None = None
 
     @property
     def group_key(self) -> str:
@@ -57,7 +60,7 @@ def load_labelled(
     sub-folder. Without a pattern every file is its own group.
 
     Manifest (a file): CSV with columns ``file`` and ``label`` (real/fake or 0/1), optional
-    ``group`` and ``split``; relative paths are resolved against the CSV's folder. ``split``
+    ``group``, ``split`` and ``source``; relative paths are resolved against the CSV's folder. ``split``
     keeps only matching rows. ``group_pattern`` is searched in the file name of rows whose group
     cell is empty or absent.
     """
@@ -165,7 +168,8 @@ def _load_manifest(
         group = (row.get(columns[group_column]) or "").strip() if group_column in columns else ""
         if not group:
             group = _group_from(pattern, Path(file_cell).name, where)
-        samples.append(Sample(path, label, group or None))
+        source = (row.get(columns["source"]) or "").strip() if "source" in columns else ""
+        samples.append(Sample(path, label, group or None, source or None))
 
     if missing_files:
         shown = "\n  ".join(missing_files[:10])

@@ -7,6 +7,10 @@ numbers match what users see. Samples where no face was found are excluded from 
 ``--perturb SPEC`` (``deepguard.evaluation.perturb``) scores the same samples again under each perturbation,
 applied to every decoded image / sampled video frame before face detection, and adds a robustness table
 (ROC-AUC and its drop vs clean, accuracy, EER per condition). Each file is decoded once for all conditions.
+
+A manifest with a ``source`` column also gets a per-source table (frame level, clean condition): faces per class,
+AUC (a one-class source ranked against the other class of the other sources) and the verdict shares at the
+model's threshold and uncertain band (:mod:`deepguard.evaluation.by_source`; ``per_source`` in ``--json``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from deepguard.evaluation.perturb import (
     score_crops,
 )
 from deepguard.evaluation.report import format_table, write_json
+
+#: Name of the per-source row for manifest rows whose ``source`` cell is empty.
+NO_SOURCE = "(none)"
 
 #: Sampled video frames kept in memory so that every perturbation reuses one decode; a video whose sampled
 #: frames exceed this (``--every-frame`` on a long clip) is decoded again per condition instead.
@@ -137,6 +144,25 @@ def _levels(
     return {"frame": frame_m, "video": video_m}, keep, g
 
 
+def source_rows(scores, labels, sources, threshold: float, band) -> list[dict] | None:
+    """Per-source rows (:func:`deepguard.evaluation.by_source.per_source`) over the scored frames; None without
+    sources (no sample has one) or without a scored frame."""
+    from deepguard.evaluation.by_source import per_source
+
+    if all(s is None for s in sources):
+        return None
+    keep = [i for i, s in enumerate(scores) if s is not None]
+    if not keep:
+        return None
+    return per_source(
+        [scores[i] for i in keep],
+        [labels[i] for i in keep],
+        [sources[i] if sources[i] is not None else NO_SOURCE for i in keep],
+        threshold,
+        tuple(band) if band is not None else None,
+    )
+
+
 def evaluate(args: argparse.Namespace) -> str:
     from tqdm import tqdm
 
@@ -153,6 +179,7 @@ def evaluate(args: argparse.Namespace) -> str:
     f_scores: dict[str, list[float | None]] = {n: [] for n in names}
     f_labels: dict[str, list[int]] = {n: [] for n in names}
     f_groups: dict[str, list[str]] = {n: [] for n in names}
+    f_sources: list[str | None] = []  # clean condition only (the per-source table)
     errs = dict.fromkeys(names, 0)
     per_group = Counter(x.group_key for x in samples)
     known: dict[str, dict[str, float]] = {n: {} for n in names}
@@ -162,6 +189,7 @@ def evaluate(args: argparse.Namespace) -> str:
             f_scores[n] = list(by[n])
             f_labels[n] = [x.label for x in samples]
             f_groups[n] = [x.group_key for x in samples]
+        f_sources = [x.source for x in samples]
     else:
         for x in tqdm(samples, desc="evaluate", unit="file", disable=None):
             if len(conditions) == 1:
@@ -176,6 +204,8 @@ def evaluate(args: argparse.Namespace) -> str:
                 f_scores[n] += frames
                 f_labels[n] += [x.label] * len(frames)
                 f_groups[n] += [x.group_key] * len(frames)
+                if n == CLEAN.name:
+                    f_sources += [x.source] * len(frames)
     thr = det.threshold
     by_condition = {
         n: _levels(f_scores[n], f_labels[n], f_groups[n], thr, args.source, known[n]) for n in names
@@ -183,6 +213,8 @@ def evaluate(args: argparse.Namespace) -> str:
     levels, keep, g = by_condition[CLEAN.name]
     clean_scores, clean_labels, errors = f_scores[CLEAN.name], f_labels[CLEAN.name], errs[CLEAN.name]
     frame_m = levels["frame"]
+    band = getattr(det, "band", None)
+    by_source = source_rows(clean_scores, clean_labels, f_sources, thr, band)
     robustness = None
     if len(conditions) > 1:
         robustness = {
@@ -212,6 +244,15 @@ def evaluate(args: argparse.Namespace) -> str:
                 "levels": levels,
                 "errors": errors,
                 **({"perturb": names[1:], "robustness": robustness} if robustness else {}),
+                **(
+                    {
+                        "per_source": by_source,
+                        "threshold": thr,
+                        "uncertain_band": list(band) if band is not None else None,
+                    }
+                    if by_source
+                    else {}
+                ),
             },
             args.json,
         )
@@ -220,6 +261,15 @@ def evaluate(args: argparse.Namespace) -> str:
         f"{frame_m['no_face']} frames without a face (excluded)"
     )
     text = head + "\n" + format_table(levels)
+    if by_source:
+        from deepguard.evaluation.by_source import format_per_source
+
+        rule = (
+            f"real < {band[0]:.4g} <= uncertain < {band[1]:.4g} <= fake"
+            if band is not None
+            else f"real < {thr:.4g} <= fake"
+        )
+        text += f"\n\nper source, frame level ({rule}):\n" + format_per_source(by_source)
     if robustness:
         text += (
             "\n\nrobustness, frame level (each perturbation applied to the decoded media before face "

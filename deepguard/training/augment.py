@@ -18,9 +18,14 @@ import tensorflow as tf
 class AugmentConfig:
     flip: float = 0.5
     rotate_deg: float = 10.0
-    zoom: tuple[float, float] = (0.8, 1.15)  # >1 zooms in; <1 shows more context (reflect padding)
+    # >1 zooms in; <1 shows more context (reflect padding). Up to 1.6: a face-crop file (DFDC, UTKFace: the face
+    # fills the frame) scored as is is framed ~1.5x tighter than the runtime's 30 % margin crop; both must work.
+    zoom: tuple[float, float] = (0.85, 1.6)
     shift: float = 0.06  # fraction of the side
-    p_jpeg: float = 0.5
+    # Always re-encode, last: the training files' own compression differs by source (faces-extra: real sources
+    # and DFDC at quality 75, generated.photos and StyleGAN3 at 90), so a crop left as stored would let "cleaner
+    # than q75" mean fake; the last encoder has to be ours, with one quality distribution for both classes.
+    p_jpeg: float = 1.0
     jpeg_quality: tuple[int, int] = (30, 95)
     p_blur: float = 0.2
     blur_sigma: tuple[float, float] = (0.3, 1.5)

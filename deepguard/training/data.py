@@ -23,12 +23,13 @@ IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 @dataclass
 class CropSet:
-    """Crops (N, S, S, 3) uint8 RGB with labels (1 = fake) and group ids (original video)."""
+    """Crops (N, S, S, 3) uint8 RGB with labels (1 = fake), group ids (original video) and source names."""
 
     images: np.ndarray
     labels: np.ndarray
     groups: list[str]
     paths: list[str]
+    sources: list[str] | None = None  # None: one source (see training/sources.py)
 
 
 def list_samples(source: str | Path, split: str | None) -> tuple[list[Path], list[int], list[str]]:

@@ -10,24 +10,49 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from deepguard.models.members import EDGE_HEAD
-from deepguard.training.data import load_crops
+from deepguard.training.data import CropSet
+from deepguard.training.sources import load_sources
 from deepguard.training.train import TrainConfig, train_member
 
 EDGE_MEMBERS = ("mobilenet_v2", "efficientnet_lite0")
-#: Share of each batch's fake half made of self-blended real faces (the rest are DFDC fakes).
-SBI_FRACTION = 0.4
+#: Share of each batch's fake half made of self-blended real faces (the rest: swap and synthetic fakes, see
+#: training/mix.py). One third: the three kinds of fake evidence weigh the same.
+SBI_FRACTION = 1 / 3
 # Peak rate of the cosine schedule. Members stop on the wall-clock budget while still improving, so a higher
 # peak than the origin's constant 2e-4, annealed to 2 % of it at the budget, gets more out of the same minutes.
 PEAK_LR = 5e-4
 
 
+#: The data roots of the default recipe (each a flag of ``train-default``): DFDC face crops (real + swapped faces)
+#: and faces from other sources (real photos; GAN faces).
+DEFAULT_DATA = ("../shared/data/dfdc-faces/manifest.csv", "../shared/data/faces-extra/manifest.csv")
+
+
+def sbi_landmarks(train: CropSet, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Face-mesh landmarks of every real training crop (all sources) and which are usable for self-blending."""
+    from deepguard.training.landmarks import crop_landmarks
+
+    real = np.flatnonzero(train.labels == 0)
+    pts, face_prob = crop_landmarks(
+        np.asarray(train.images[real]), cache_dir, "|".join(train.paths[i] for i in real)
+    )
+    points = np.zeros((len(train.labels), *pts.shape[1:]), np.float32)
+    valid = np.zeros(len(train.labels), bool)
+    points[real], valid[real] = pts, face_prob >= 0.5
+    print(
+        f"[train] face mesh: {int(valid.sum())}/{len(real)} real crops usable for self-blending", flush=True
+    )
+    return points, valid
+
+
 def train_edge_members(
-    data: str | Path,
+    data: Sequence[str | Path],
     out_dir: str | Path,
     *,
     budget_min: float = 80.0,
@@ -39,29 +64,21 @@ def train_edge_members(
     members: tuple[str, ...] = EDGE_MEMBERS,
     sbi_fraction: float = SBI_FRACTION,
 ) -> dict:
-    """Train the edge members within ``budget_min`` minutes of wall clock; returns their summaries."""
+    """Train the edge members on all ``data`` roots within ``budget_min`` minutes of wall clock."""
     from deepguard.models.import_weights import import_backbone
-    from deepguard.training.landmarks import crop_landmarks
+    from deepguard.training.mix import mix_pools, mix_shares
 
     t0 = time.time()
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir else out_dir / "cache"
     weights = {a: import_backbone(a, out_dir / "imagenet" / f"{a}.weights.h5", input_size) for a in members}
-    train = load_crops(data, "train", input_size, cache_dir)
-    val = load_crops(data, "val", input_size, cache_dir)
-    points = valid = None
-    if sbi_fraction > 0:
-        real = np.flatnonzero(train.labels == 0)
-        pts, face_prob = crop_landmarks(
-            np.asarray(train.images[real]), cache_dir, "|".join(train.paths[i] for i in real)
-        )
-        points = np.zeros((len(train.labels), *pts.shape[1:]), np.float32)
-        valid = np.zeros(len(train.labels), bool)
-        points[real], valid[real] = pts, face_prob >= 0.5
-        print(
-            f"[train] face mesh: {int(valid.sum())}/{len(real)} real crops usable for self-blending",
-            flush=True,
-        )
+    train, faces_train = load_sources(data, "train", input_size, cache_dir)
+    val, faces_val = load_sources(data, "val", input_size, cache_dir)
+    points, valid = sbi_landmarks(train, cache_dir) if sbi_fraction > 0 else (None, None)
+    shares = mix_shares(
+        mix_pools(train.labels, train.sources, sbi_fraction if points is not None else 0, valid)
+    )
+    print(f"[train] batch mix: {json.dumps(shares)}", flush=True)
     prep = time.time() - t0
     per_member = (budget_min * 60 - prep) / len(members)
     summaries = {}
@@ -86,6 +103,9 @@ def train_edge_members(
         )
     result = {
         "members": summaries,
+        "data": [str(d) for d in data],
+        "faces": {"train": faces_train, "val": faces_val},
+        "batch_mix": shares,
         "prep_seconds": round(prep, 1),
         "total_seconds": round(time.time() - t0, 1),
     }
@@ -96,9 +116,11 @@ def train_edge_members(
 MODEL_NAME = "deepguard-edge"
 MODEL_VERSION = "0.1.0"
 TRAINING_DATA = (
-    "DFDC face crops (Deepfake Detection Challenge training videos; research/non-commercial licence, "
-    "not redistributed): train 13,098 real / 19,647 fake, selected on val 1,617 / 1,617"
+    "DFDC face crops (real and face-swapped video frames) and faces-extra (real: UTKFace, Unsplash portraits; "
+    "synthetic: StyleGAN1/2/3, generated.photos), every image re-detected and re-cropped by the runtime's "
+    "detector; research/non-commercial licences, not redistributed"
 )
+LICENSE = "model: research use only (trained on DFDC, UTKFace, Unsplash, StyleGAN and generated.photos faces)"
 
 
 def fused_val_probs(logits: dict[str, np.ndarray], weights: list[float]) -> np.ndarray:
@@ -108,26 +130,37 @@ def fused_val_probs(logits: dict[str, np.ndarray], weights: list[float]) -> np.n
     return probs @ (w / w.sum())
 
 
-def choose_weights(logits: dict[str, np.ndarray], labels: np.ndarray) -> tuple[list[float], float]:
-    """Ensemble weights and decision threshold from validation.
+def choose_weights(
+    logits: dict[str, np.ndarray], labels: np.ndarray, sources: Sequence[str] | None = None
+) -> list[float]:
+    """Ensemble weights from validation: a grid over the simplex in steps of 0.1, best AUC of the weighted
+    *probability* average (the quantity the fused graph computes); ties favour equal weights.
 
-    Weights: grid over the simplex in steps of 0.1, best validation AUC of the weighted *probability* average (the
-    quantity the fused graph computes); ties favour equal weights. Threshold: maximises balanced accuracy (Youden's
-    J) on validation, which is class-prior free, so it does not bake in DFDC's 1:1 val ratio.
+    With ``sources``, the AUC is the mean of the per-source AUCs (:func:`deepguard.evaluation.by_source.source_auc`)
+    so that the largest source (DFDC: 3/4 of val) does not pick the weights alone.
     """
     from sklearn.metrics import roc_auc_score
 
-    from deepguard.convert.calibrate import youden_threshold
+    from deepguard.evaluation.by_source import source_auc
+
+    def score(p: np.ndarray) -> float:
+        if sources is None:
+            return float(roc_auc_score(labels, p))
+        src = np.asarray(sources)
+        aucs = [
+            source_auc(p, np.asarray(labels).astype(int), src, name) for name in sorted(set(src.tolist()))
+        ]
+        return float(np.mean([a for a in aucs if a is not None]))
 
     n = len(logits)
     grid = [[w / 10, 1 - w / 10] for w in range(1, 10)] if n == 2 else [[1.0 / n] * n]
     best = (-1.0, 0.0, grid[0])
     for ws in grid:
-        auc = roc_auc_score(labels, fused_val_probs(logits, ws))
+        auc = score(fused_val_probs(logits, ws))
         key = (round(auc, 4), -abs(ws[0] - 0.5))
         if key > (round(best[0], 4), best[1]):
             best = (auc, -abs(ws[0] - 0.5), ws)
-    return [round(float(w), 3) for w in best[2]], youden_threshold(fused_val_probs(logits, best[2]), labels)
+    return [round(float(w), 3) for w in best[2]]
 
 
 def _onnx_scores(path, crops, batch: int = 64):
@@ -165,16 +198,18 @@ def per_face_latency(paths: dict, crops: np.ndarray, batch: int = 16, rounds: in
 ROBUSTNESS_SPEC = "jpeg:50,scale:0.5,blur:1.0"
 
 
-def _robustness_and_probe(res: dict, data, val, cache_dir: Path, threshold: float) -> tuple[dict, dict]:
-    """AUC under the card's perturbations (on the 224 px originals, as users' media would be decoded) for
-    FP32 and INT8, and the self-blend probe (``evaluation/sbi_probe.py``) on the FP32 graph."""
+def _robustness_and_probe(
+    res: dict, stored: CropSet, val: CropSet, cache_dir: Path, threshold: float
+) -> tuple[dict, dict]:
+    """AUC under the card's perturbations on ``stored``'s files (face-crop files decoded as users' media would
+    be, for FP32 and INT8), and the self-blend probe (``evaluation/sbi_probe.py``) on ``val``'s real faces."""
     from deepguard.evaluation.perturb import robustness_from_files
     from deepguard.evaluation.sbi_probe import sbi_probe_auc
     from deepguard.runtime.classify import FaceClassifier
 
     rob = {
         prec: robustness_from_files(
-            res[prec], val.paths, val.labels.astype(int).tolist(), ROBUSTNESS_SPEC, threshold=threshold
+            res[prec], stored.paths, stored.labels.astype(int).tolist(), ROBUSTNESS_SPEC, threshold=threshold
         )
         for prec in ("fp32", "int8")
     }
@@ -227,9 +262,63 @@ def _schedule(member: dict) -> dict:
     }
 
 
+def _original_dfdc_val(data: Sequence[str | Path], input_size: int, cache_dir: Path) -> CropSet | None:
+    """DFDC val crops *as stored* (resized, not re-detected): the set every earlier default was measured on."""
+    from deepguard.training.data import load_crops
+    from deepguard.training.sources import list_sourced
+
+    for root in data:
+        if set(list_sourced([root], "val")[3]) == {"dfdc-faces"}:
+            return load_crops(root, "val", input_size, cache_dir)
+    return None
+
+
+def _scored(res: dict, val: CropSet, dfdc: CropSet | None, threshold: float, band) -> dict:
+    """Per precision: binary metrics on all val faces, the per-source table, and DFDC's stored crops."""
+    from deepguard.convert.calibrate import graded_metrics
+    from deepguard.evaluation.by_source import per_source
+    from deepguard.evaluation.metrics import binary_metrics
+
+    out: dict = {"metrics": {}, "scores": {}, "graded": {}, "by_source": {}, "dfdc_stored": {}}
+    for prec in ("fp32", "int8"):
+        s = _onnx_scores(res[prec], val.images)
+        out["scores"][prec] = s
+        out["metrics"][prec] = binary_metrics(val.labels, s, threshold)
+        out["graded"][prec] = graded_metrics(s, val.labels, threshold, band)
+        out["by_source"][prec] = per_source(s, val.labels, val.sources, threshold, band)
+        if dfdc is not None:
+            out["dfdc_stored"][prec] = binary_metrics(
+                dfdc.labels, _onnx_scores(res[prec], dfdc.images), threshold
+            )
+    s8, s32 = out["scores"]["int8"], out["scores"]["fp32"]
+    out["metrics"]["int8_vs_fp32"] = {
+        "delta_auc": out["metrics"]["int8"]["roc_auc"] - out["metrics"]["fp32"]["roc_auc"],
+        "decision_agreement": float(np.mean((s8 >= threshold) == (s32 >= threshold))),
+    }
+    return out
+
+
+def _install(summary: dict, res: dict, val: CropSet) -> None:
+    """Copy FP32/INT8 and the parity report into the package, measure latency, write the card and metrics."""
+    import shutil
+
+    from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
+    from deepguard.training.card import write_model_card
+
+    DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
+    for prec in ("fp32", "int8"):
+        shutil.copy(res[prec], DEFAULT_DIR / DEFAULT_NAMES[prec])
+    shutil.copy(res["parity"], DEFAULT_DIR / "parity.json")
+    summary["latency"] = per_face_latency({p: res[p] for p in ("fp32", "int8")}, np.asarray(val.images[:16]))
+    write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md", latency=summary["latency"])
+    (DEFAULT_DIR / "metrics.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if k not in ("parity", "files")}, indent=2, default=str)
+    )
+
+
 def build_default_model(
     run_dir: str | Path,
-    data: str | Path,
+    data: Sequence[str | Path],
     *,
     input_size: int = 160,
     cache_dir=None,
@@ -237,26 +326,28 @@ def build_default_model(
     train_seconds: float | None = None,
     sbi_fraction: float | None = None,
 ) -> dict:
-    """Fuse the trained members into the shipped model (FP32/FP16/INT8), measure it on val, write the model card."""
-    import shutil
+    """Fuse the trained members into the shipped model (FP32/FP16/INT8), measure it per source, write the card.
 
+    Calibration follows the false-alarm rule (:func:`deepguard.convert.calibrate.calibrate` with sources): the
+    "fake" cut is the lowest score at which no real validation source has more than 5 % of its faces called fake.
+    """
     from sklearn.metrics import roc_auc_score
 
     from deepguard.convert import build_ensemble
-    from deepguard.convert.calibrate import calibrate, graded_metrics
-    from deepguard.evaluation.metrics import binary_metrics
+    from deepguard.convert.calibrate import calibrate
 
     t_build = time.time()
     run_dir = Path(run_dir)
     cache_dir = Path(cache_dir) if cache_dir else run_dir / "cache"
-    val = load_crops(data, "val", input_size, cache_dir)
-    train = load_crops(data, "train", input_size, cache_dir)
-    summaries = json.loads((run_dir / "members.json").read_text())["members"]
+    val, _ = load_sources(data, "val", input_size, cache_dir)
+    train, _ = load_sources(data, "train", input_size, cache_dir)
+    dfdc = _original_dfdc_val(data, input_size, cache_dir)
+    members = json.loads((run_dir / "members.json").read_text())
+    summaries = members["members"]
     logits = {a: np.load(run_dir / f"{a}.val_logits.npy") for a in summaries}
-    weights, _ = choose_weights(logits, val.labels)
-    # Temperature, threshold and band on the calibrated val scores; the stored (rounded) values are used below.
-    cal = calibrate(fused_val_probs(logits, weights), val.labels)
-    cal_meta = cal.metadata()
+    weights = choose_weights(logits, val.labels, val.sources)
+    cal = calibrate(fused_val_probs(logits, weights), val.labels, sources=val.sources)
+    cal_meta = cal.metadata()  # the stored (rounded) values are used below
     threshold = cal_meta["threshold"]
     band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
     rng = np.random.default_rng(0)
@@ -272,33 +363,29 @@ def build_default_model(
             "version": MODEL_VERSION,
             **cal_meta,  # temperature (baked into the graph), threshold, uncertain_low/high
             "training_data": TRAINING_DATA,
-            "license": "model: research use only (trained on DFDC)",
+            "license": LICENSE,
         },
         input_size=input_size,
     )
-    metrics, scores, graded = {}, {}, {}
-    for prec in ("fp32", "int8"):
-        scores[prec] = s = _onnx_scores(res[prec], val.images)
-        metrics[prec] = binary_metrics(val.labels, s, threshold)
-        graded[prec] = graded_metrics(s, val.labels, threshold, band)
-    metrics["int8_vs_fp32"] = {
-        "delta_auc": metrics["int8"]["roc_auc"] - metrics["fp32"]["roc_auc"],
-        "decision_agreement": float(np.mean((scores["int8"] >= threshold) == (scores["fp32"] >= threshold))),
-    }
-    member_auc = {a: float(roc_auc_score(val.labels, logits[a])) for a in logits}
-    robustness, probe = _robustness_and_probe(res, data, val, cache_dir, threshold)
+    sc = _scored(res, val, dfdc, threshold, band)
+    robustness, probe = _robustness_and_probe(res, dfdc or val, val, cache_dir, threshold)
     summary = {
         "weights": dict(zip(summaries, weights, strict=True)),
         "threshold": threshold,
-        "calibration": {**cal.to_dict(), "stored": cal_meta, "onnx_val": graded},
-        "val": metrics,
-        "member_val_auc": member_auc,
+        "calibration": {**cal.to_dict(), "stored": cal_meta, "onnx_val": sc["graded"]},
+        "val": sc["metrics"],
+        "by_source": sc["by_source"],
+        "dfdc_stored_crops": sc["dfdc_stored"],
+        "faces": members.get("faces"),
+        "batch_mix": members.get("batch_mix"),
+        "member_val_auc": {a: float(roc_auc_score(val.labels, logits[a])) for a in logits},
         "parity": res["report"],
         "robustness": robustness["int8"],
         "robustness_fp32": robustness["fp32"],
         "self_blend_probe": probe,
         "real_photos": real_photo_scores(res["int8"]),
         "recipe": {
+            "data": [str(d) for d in data],
             "sbi_fraction": sbi_fraction,
             "input_size": input_size,
             "schedule": {a: _schedule(m) for a, m in summaries.items()},
@@ -307,30 +394,17 @@ def build_default_model(
         "build_seconds": round(time.time() - t_build, 1),
         "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},
     }
-    (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
+    loso = run_dir / "loso" / "loso.json"
+    if loso.exists():  # written by `deepguard loso --out RUN/loso`; the card carries it when present
+        summary["loso"] = json.loads(loso.read_text())
     if install:
-        from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
-
-        DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
-        for prec in ("fp32", "int8"):
-            shutil.copy(res[prec], DEFAULT_DIR / DEFAULT_NAMES[prec])
-        shutil.copy(res["parity"], DEFAULT_DIR / "parity.json")
-        from deepguard.training.card import write_model_card
-
-        latency = per_face_latency({p: res[p] for p in ("fp32", "int8")}, np.asarray(val.images[:16]))
-        summary["latency"] = latency
-        (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
-        write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md", latency=latency)
-        (DEFAULT_DIR / "metrics.json").write_text(
-            json.dumps(
-                {k: v for k, v in summary.items() if k not in ("parity", "files")}, indent=2, default=str
-            )
-        )
+        _install(summary, res, val)
+    (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 
 
 def train_default(
-    data: str | Path,
+    data: Sequence[str | Path],
     out_dir: str | Path,
     *,
     budget_min: float = 105.0,

@@ -57,39 +57,24 @@ def lr_at(progress: float, peak: float, warmup: float, floor_ratio: float = 0.02
     return peak * (floor_ratio + (1.0 - floor_ratio) * 0.5 * (1.0 + np.cos(np.pi * q)))
 
 
-def _balanced_indices(labels: np.ndarray, seed: int):
-    """Endless stream of indices alternating real/fake at random (class balance without dropping data)."""
-    rng = np.random.default_rng(seed)
-    pools = [np.flatnonzero(labels == c) for c in (0, 1)]
-    order = [rng.permutation(p) for p in pools]
-    pos = [0, 0]
-    while True:
-        c = int(rng.integers(2))
-        if pos[c] >= len(order[c]):
-            order[c], pos[c] = rng.permutation(pools[c]), 0
-        yield order[c][pos[c]]
-        pos[c] += 1
-
-
 def training_stream(train: CropSet, cfg: TrainConfig, points: np.ndarray | None = None, valid=None):
-    """Endless (crop, label) stream: half real, half fake; ``cfg.sbi_fraction`` of the fakes are self-blended.
+    """Endless (crop, label) stream following :mod:`deepguard.training.mix` (class- and source-balanced).
 
-    Why a mix: DFDC fakes teach what today's face-swaps look like in this domain; self-blended reals teach the
-    method-agnostic blending evidence that carries to other datasets (see ``training/sbi.py``). A self-blended
-    fake is made from a random real crop with usable landmarks (``valid``), fresh each time, seeded.
+    Why a mix: swap fakes (DFDC) teach what today's face swaps look like; self-blended reals teach the
+    method-agnostic blending evidence that carries to other datasets (see ``training/sbi.py``); synthetic (GAN)
+    fakes teach generated faces; and real faces from several sources keep "real" from meaning "looks like DFDC".
+    A self-blended fake is made from a real crop with usable landmarks (``valid``), fresh each time, seeded.
     """
+    from deepguard.training.mix import draw, mix_pools
     from deepguard.training.sbi import self_blend
 
     rng = np.random.default_rng(cfg.seed + 1000)
     use_sbi = cfg.sbi_fraction > 0 and points is not None
-    sources = (
-        np.flatnonzero((train.labels == 0) & (valid if valid is not None else True)) if use_sbi else None
-    )
+    pools = mix_pools(train.labels, train.sources, cfg.sbi_fraction if use_sbi else 0.0, valid)
     one = np.ones((1,), np.float32)
-    for i in _balanced_indices(train.labels, cfg.seed):
-        if use_sbi and train.labels[i] == 1 and rng.random() < cfg.sbi_fraction:
-            j = int(rng.choice(sources))
-            yield self_blend(np.asarray(train.images[j]), points[j], rng)[0], one
+    for i, blend in draw(pools, cfg.seed):
+        if blend:
+            yield self_blend(np.asarray(train.images[i]), points[i], rng)[0], one
         else:
             yield train.images[i], train.labels[i : i + 1]
 
