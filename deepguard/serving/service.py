@@ -13,6 +13,7 @@ window and byte budget have room (``deepguard.serving.flow``), so HTTP/2 flow co
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -243,6 +244,10 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                     return
                 index = msg.index if msg.HasField("index") else position
                 try:
+                    if msg.HasField("time") and not math.isfinite(msg.time):
+                        raise MediaError(
+                            f"frame {index}: time must be a finite number of seconds, got {msg.time}"
+                        )
                     image = wire.image_to_rgb(msg, f"frame {index}", self.cfg.max_frame_pixels)
                 except Exception as e:  # noqa: BLE001 - a bad frame ends the stream after earlier results
                     flow.finish(e)
