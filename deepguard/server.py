@@ -111,7 +111,7 @@ class Server:
 
             self._metrics_http, _ = start_http_server(
                 cfg.metrics_port,
-                addr=cfg.host.strip("[]"),
+                addr=metrics_address(cfg),
                 registry=self.metrics.registry,
                 certfile=cfg.tls_cert,
                 keyfile=cfg.tls_key,
@@ -302,6 +302,21 @@ def _mib(value: float, flag: str) -> int:
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{flag} must be a positive number, got {value:g}")
     return int(value * MiB)
+
+
+def metrics_address(cfg: ServerConfig) -> str:
+    """Where ``/metrics`` listens: the server's address, or loopback only when a token guards the other ports.
+
+    Why: the Prometheus exporter cannot check a bearer token, and its counters name the model and every method;
+    with a token set they must not be readable by whoever may not call the API. Scrape from the host itself (a
+    local agent or a reverse proxy that adds its own auth).
+    """
+    from deepguard.serving.config import is_loopback
+
+    host = cfg.host.strip("[]")
+    if cfg.token and not is_loopback(host):
+        return "::1" if ":" in host else "127.0.0.1"
+    return host
 
 
 def check_model_path(path: str | None) -> None:

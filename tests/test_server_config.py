@@ -62,3 +62,13 @@ def test_serve_help_does_not_offer_face_crops(capsys) -> None:
         main(["serve", "--help"])
     out = capsys.readouterr().out
     assert "--max-streams" in out and "--face-crops" not in out
+
+
+def test_metrics_listen_on_loopback_only_when_a_token_guards_the_server() -> None:
+    """The Prometheus exporter cannot check the token: with one set, /metrics is not reachable from outside."""
+    from deepguard.server import metrics_address
+
+    assert metrics_address(ServerConfig(host="0.0.0.0", token="t")) == "127.0.0.1"
+    assert metrics_address(ServerConfig(host="[::]", token="t")) == "::1"
+    assert metrics_address(ServerConfig(host="0.0.0.0", allow_insecure=True)) == "0.0.0.0"
+    assert metrics_address(ServerConfig(host="127.0.0.1", token="t")) == "127.0.0.1"
