@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from deepguard.runtime.aggregate import verdict
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Face
 from deepguard.web import STATIC_DIR
@@ -44,7 +45,12 @@ def test_analyze_saves_to_history_scoped_to_the_browser(server, t1_jpg: Path) ->
     j = analyze(a, url, "t1.jpg", t1_jpg.read_bytes())
     assert j["state"] == "done" and j["total"] == 1 and j["done"] == 1
     res = j["result"]
-    assert res["verdict"] in ("real", "fake") and len(res["record"]["faces"]) == 6
+    assert res["verdict"] in ("real", "uncertain", "fake") and len(res["record"]["faces"]) == 6
+    # every face carries the model's graded verdict (the page colours boxes by it, not by score vs 0.5)
+    thr, band = res["threshold"], res["band"]
+    assert res["face_verdicts"] == [
+        verdict(f["score"], thr, tuple(band) if band else None) for f in res["record"]["faces"]
+    ]
     assert res["frame"] == {"index": 0, "time": None, "width": 1280, "height": 886}
     assert len(res["crops"]) == 6 and all(
         c["src"].startswith("data:image/jpeg;base64,") for c in res["crops"]
@@ -213,8 +219,21 @@ def test_strings_complete_and_used() -> None:
     used |= {
         f"{p}{v}" for p in ("verdict_", "chip_") for v in ("real", "fake", "uncertain", "no_face", "error")
     }
-    used |= {f"faq_{qa}{n}" for qa in "qa" for n in range(1, 10)}
+    used |= {f"faq_{qa}{n}" for qa in "qa" for n in range(1, 12)}
     assert len(used) > 150 and used - set(strings["en"]) == set()
+
+
+def test_faq_covers_false_positives_and_uncertain_in_every_language() -> None:
+    strings = json.loads((STATIC_DIR / "strings.json").read_text(encoding="utf-8"))
+    js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    shown = {int(n) for n in re.search(r"\[([\d, ]+)\]\.map\(\(n\) =>", js).group(1).split(",")}
+    assert {10, 11} <= shown
+    en = strings["en"]
+    assert "sharp" in en["faq_a10"] and "studio" in en["faq_a10"] and "colour-graded" in en["faq_a10"]
+    assert "not as proof" in en["faq_a10"] and "uncertain" in en["faq_q11"].lower()
+    for lang in strings.values():
+        assert all(lang.get(f"faq_{qa}{n}", "").strip() for qa in "qa" for n in (10, 11))
+    assert strings["ar"]["faq_a10"] != en["faq_a10"] and strings["ar"]["faq_a11"] != en["faq_a11"]
 
 
 def test_static_files_are_self_contained() -> None:

@@ -8,6 +8,7 @@ in memory, this module derives the visual parts - and only these small derived i
   draws the face boxes over it, in original-pixel coordinates);
 - ``thumb``: a 96 px version for the history list;
 - ``crops``: a 96 px crop per face (images) or per person (videos: the person's highest-scoring face);
+- ``face_verdicts``: each face's graded verdict (``aggregate.verdict`` with the model's threshold and band);
 - ``persons``: the analysis' persons (faces tracked across sampled frames, ``deepguard.runtime.track``; the
   video score is the max of their scores), so the chart can mark each person and a card can show its face.
 
@@ -28,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from deepguard.output import to_record
+from deepguard.runtime.aggregate import verdict
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import load_image, video_info
 from deepguard.runtime.types import Analysis, Frame
@@ -156,6 +158,9 @@ class ResultBuilder:
             "model": a.model,
             "record": record,
             "face_person": self.face_person,
+            # each face's graded verdict (real / uncertain / fake, by the model's uncertain band): the page
+            # colours and labels every box and card by it, never by the raw score against 0.5
+            "face_verdicts": [verdict(f.score, self.acc.threshold, self.acc.band) for f in a.faces],
             "persons": persons,
             "frame": {"index": fr.index, "time": fr.time, "width": w, "height": h},
             "crops": crops,

@@ -445,6 +445,21 @@
     return isFake(score, thr) ? "fake" : "real";
   }
 
+  /** A face's verdict: the model's graded verdict stored with the result (older entries: graded here). */
+  function faceVerdict(r, f, i, thr) {
+    const v = r.face_verdicts ? r.face_verdicts[i] : null;
+    return v || grade(f.score, thr, r.band);
+  }
+  /** A person's verdict (videos): the runtime's, else the video rule's score graded here. */
+  function personVerdict(r, person, score, thr) {
+    return (person && person.verdict) || grade(score, thr, r.band);
+  }
+  // Unicode isolates, so a number or a phrase keeps its own direction inside text of the other direction
+  // (an Arabic label in an ltr SVG chart would otherwise read "35 %العتبة").
+  const LRI = "\u2066", RLI = "\u2067", PDI = "\u2069";
+  function isoNum(v) { return LRI + v + PDI; }
+  function isoText(str) { return (lang() === "ar" ? RLI : LRI) + str + PDI; }
+
   function renderResult(container, r, opts) {
     opts = opts || {};
     const thr = r.threshold === null || r.threshold === undefined ? 0.5 : r.threshold;
@@ -503,7 +518,11 @@
       banner.append(
         h("p", { class: "score-line" }, h("span", { text: t("prob_label") + ": " }), h("strong", { class: "score", text: pct(r.score) })),
         meter,
-        h("p", { class: "hint", text: t("threshold_label", { t: pct(thr) }) }));
+        h("p", { class: "hint", text: t("threshold_label", { t: isoNum(pct(thr)) }) }));
+      if (r.band && r.band[1] > r.band[0]) {
+        banner.append(h("p", { class: "hint band-label" }, h("span", { class: "swatch band", "aria-hidden": "true" }),
+          t("band_label", { lo: isoNum(pct(r.band[0])), hi: isoNum(pct(r.band[1])) })));
+      }
     }
     return banner;
   }
@@ -539,12 +558,14 @@
     for (const [f, i] of shown) {
       const [x1, y1, x2, y2] = f.box;
       const person = r.face_person ? r.face_person[i] : i;
-      const label = (r.kind === "video" ? t("person_n", { n: person + 1 }) : t("face_n", { n: i + 1 })) + " · " + pct(f.score, 0);
-      const cls = "box " + (isFake(f.score, thr) ? "fake" : "real");
+      const verdict = faceVerdict(r, f, i, thr);
+      const label = (r.kind === "video" ? t("person_n", { n: person + 1 }) : t("face_n", { n: i + 1 })) + " · "
+        + t("chip_" + verdict) + " · " + isoNum(pct(f.score, 0));
+      const cls = "box " + verdict;
       const tagW = fs * 0.6 * label.length + fs * 0.6;
       const tagX = Math.max(0, Math.min(x1, W - tagW));
       const tagY = y1 >= fs * 1.4 ? y1 - fs * 1.4 : Math.min(y2, H - fs * 1.4);
-      const g = s("g", { class: cls, "data-face": String(i), "data-person": String(person), "data-x1": x1 },
+      const g = s("g", { class: cls, "data-face": String(i), "data-person": String(person), "data-verdict": verdict, "data-x1": x1 },
         s("title", { text: label }),
         s("rect", { x: x1, y: y1, width: Math.max(1, x2 - x1), height: Math.max(1, y2 - y1), "vector-effect": "non-scaling-stroke" }),
         s("rect", { class: "tag", x: tagX, y: tagY, width: tagW, height: fs * 1.4 }),
@@ -569,7 +590,8 @@
       // a person's verdict score is the video rule over its faces (older history entries only have max)
       const score = isVideo && person ? (person.score ?? person.max) : f.score;
       const title = isVideo ? t("person_n", { n: c.person + 1 }) : t("face_n", { n: c.face + 1 });
-      const info = [h("strong", { text: title }), h("span", { class: "chip " + grade(score, thr, r.band), text: t("chip_" + grade(score, thr, r.band)) })];
+      const verdict = isVideo ? personVerdict(r, person, score, thr) : faceVerdict(r, f, c.face, thr);
+      const info = [h("strong", { text: title }), h("span", { class: "chip " + verdict, text: t("chip_" + verdict) })];
       const lines = [h("span", { text: t("face_score", { p: pct(score) }) })];
       if (isVideo && person) {
         lines.push(h("span", { class: "hint", text: t("person_scores", { max: pct(person.max), mean: pct(person.mean) }) }));
@@ -577,7 +599,7 @@
       }
       const dot = isVideo ? h("span", { class: "dot", "aria-hidden": "true" }) : null;
       if (dot) dot.style.backgroundColor = personColor(c.person);
-      const item = h("li", { class: "face-card", tabindex: "0", "data-face": String(c.face), "data-person": String(c.person) },
+      const item = h("li", { class: "face-card " + verdict, tabindex: "0", "data-verdict": verdict, "data-face": String(c.face), "data-person": String(c.person) },
         h("img", { src: c.src, alt: t("crop_alt", { n: isVideo ? c.person + 1 : c.face + 1 }), width: "96", height: "96" }),
         h("div", { class: "face-info" }, h("p", { class: "face-title" }, dot, ...info), ...lines));
       const on = () => highlight(container, r.kind === "video" ? "person" : "face", item.dataset[r.kind === "video" ? "person" : "face"], true);
@@ -619,8 +641,14 @@
       svg.append(s("text", { class: "axis", x: X(x), y: H - B + 16, "text-anchor": "middle", text: num(x, xmax - xmin < 5 ? 1 : 0) }));
     }
     svg.append(s("text", { class: "axis title", x: (L + W - R) / 2, y: H - 4, "text-anchor": "middle", text: useTime ? t("chart_time") : t("col_frame") }));
+    const hasBand = r.band && r.band[1] > r.band[0];
+    if (hasBand) {  // the uncertain range, shaded behind the line
+      svg.append(s("rect", { class: "band", x: L, width: W - R - L, y: Y(r.band[1]), height: Y(r.band[0]) - Y(r.band[1]) },
+        s("title", { text: t("band_label", { lo: pct(r.band[0]), hi: pct(r.band[1]) }) })));
+    }
     svg.append(s("line", { class: "threshold", x1: L, x2: W - R, y1: Y(thr), y2: Y(thr) }),
-      s("text", { class: "axis thr-label", x: W - R - 4, y: Y(thr) - 5, "text-anchor": "end", text: t("threshold_label", { t: pct(thr, 0) }) }));
+      s("text", { class: "axis thr-label", x: W - R - 4, y: Y(thr) - 5, "text-anchor": "end",
+        text: isoText(t("threshold_label", { t: isoNum(pct(thr, 0)) })) }));
     // the frame shown above
     const shownX = xs[frames.findIndex((f) => f.index === r.frame.index)];
     if (shownX !== undefined) {
@@ -652,7 +680,8 @@
     });
     const legend = h("ul", { class: "legend" },
       h("li", {}, h("span", { class: "swatch line" }), t("chart_frame")),
-      h("li", {}, h("span", { class: "swatch thr" }), t("threshold_label", { t: pct(thr, 0) })),
+      h("li", {}, h("span", { class: "swatch thr" }), t("threshold_label", { t: isoNum(pct(thr, 0)) })),
+      ...(hasBand ? [h("li", {}, h("span", { class: "swatch band" }), t("band_label", { lo: isoNum(pct(r.band[0], 0)), hi: isoNum(pct(r.band[1], 0)) }))] : []),
       h("li", {}, h("span", { class: "swatch noface" }), t("chart_noface")),
       ...(r.persons || []).slice(0, PALETTE.length).map((p) => {
         const sw = h("span", { class: "swatch dot" });
@@ -801,6 +830,28 @@
       h("thead", {}, h("tr", {}, ...headers.map((x) => h("th", { scope: "col", text: x })))),
       h("tbody", {}, ...rows.map((row) => h("tr", {}, ...row.map((c, i) => (i === 0 ? h("th", { scope: "row", text: c }) : h("td", { class: "num", text: c }))))))));
   }
+  // robustness columns: [row key, header string, format]
+  const ROB_COLS = [
+    ["n", "col_n", (v) => num(v, 0)],
+    ["roc_auc", "col_auc", (v) => num(v, 4)],
+    ["delta_auc", "col_delta_auc", (v) => isoNum((v > 0 ? "+" : "") + num(v, 4))],
+    ["accuracy", "col_accuracy", (v) => pct(v)],
+    ["tpr", "col_tpr", (v) => pct(v)],
+    ["fpr", "col_fpr", (v) => pct(v)],
+    ["eer", "col_eer", (v) => pct(v)],
+  ];
+  /** "jpeg:50+scale:0.5" -> "JPEG quality 50 + Downscaled ×0.5" (unknown kinds as written). */
+  function conditionName(cond) {
+    if (cond === "clean" || cond === "none") return t("cond_clean");
+    const en = (state.strings && state.strings.en) || {};
+    return cond.split("+").map((step) => {
+      const [kind, value] = step.split(":");
+      const key = "cond_" + kind;
+      if (!(key in en) || value === undefined) return step;
+      const v = Number(value);
+      return t(key, { v: isoNum(Number.isFinite(v) ? num(v, 3) : value) });
+    }).join(" + ");
+  }
   function renderModel(m) {
     const meta = m.meta || {};
     const metrics = m.metrics || {};
@@ -850,11 +901,14 @@
     }
     const rob = metrics.robustness;
     if (rob && typeof rob === "object") {
-      const rows = Object.entries(rob).filter(([, v]) => v && typeof v === "object");
-      const cols = Array.from(new Set(rows.flatMap(([, v]) => Object.keys(v).filter((k) => typeof v[k] === "number")))).slice(0, 6);
+      // deepguard.evaluation.perturb.robustness_rows: a list of {condition, n, roc_auc, ...}; older files: {name: row}
+      const rows = (Array.isArray(rob) ? rob.map((v) => [v && v.condition, v]) : Object.entries(rob))
+        .filter(([k, v]) => k !== undefined && k !== null && v && typeof v === "object");
+      const cols = ROB_COLS.filter(([k]) => rows.some(([, v]) => typeof v[k] === "number"));
       if (rows.length && cols.length) {
         out.push(h("h3", { text: t("model_robustness") }),
-          table([t("col_condition"), ...cols], rows.map(([k, v]) => [k, ...cols.map((c) => (typeof v[c] === "number" ? num(v[c], 4) : "–"))])));
+          table([t("col_condition"), ...cols.map(([, label]) => t(label))],
+            rows.map(([k, v]) => [conditionName(String(k)), ...cols.map(([c, , fmt]) => (typeof v[c] === "number" ? fmt(v[c]) : "–"))])));
       }
     }
     if (metrics.latency && typeof metrics.latency === "object") {
@@ -878,7 +932,7 @@
     const box = $("#faq-list");
     const open = new Set($$("details[open]", box).map((d) => d.dataset.q));
     const vars = fmtVars();
-    box.replaceChildren(...[1, 2, 3, 4, 5, 6, 7, 8, 9].map((n) =>
+    box.replaceChildren(...[1, 2, 10, 11, 3, 4, 5, 6, 7, 8, 9].map((n) =>
       h("details", { "data-q": String(n), open: open.has(String(n)) || (!box.childElementCount && n === 1) || null },
         h("summary", { text: t("faq_q" + n) }), h("p", { text: t("faq_a" + n, vars) }))));
   }
