@@ -1434,11 +1434,7 @@ WEB_MISC = {
 }
 
 
-WEB_MISC_XFAIL = {
-    k: "server bug: /api/analyze checks fps up front (400 bad_option) but not max_frames: max_frames <= 0 "
-    "is accepted (202) and the job fails later with code bad_media (and 'total' = max_frames, e.g. -2)"
-    for k in ("max-frames-zero", "max-frames-negative")
-}
+WEB_MISC_XFAIL: dict[str, str] = {}  # max_frames <= 0 was accepted (202) and failed later; fixed
 
 
 @pytest.mark.parametrize(("case", "spec"), _cases(WEB_MISC, WEB_MISC_XFAIL))
@@ -1484,11 +1480,7 @@ WEB_ROUTES = {
 }
 
 
-WEB_ROUTES_XFAIL = {
-    k: "server bug: a history id / ?before= over SQLite's 64-bit INTEGER range raises OverflowError in "
-    "deepguard/web/history.py and is answered 500 'internal error: OverflowError' instead of 404 / an empty page"
-    for k in ("history-id-huge", "history-delete-huge", "history-media-huge", "history-before-huge")
-}
+WEB_ROUTES_XFAIL: dict[str, str] = {}  # ids past SQLite's 64-bit range were a 500 (OverflowError); fixed
 
 
 @pytest.mark.parametrize(("case", "spec"), _cases(WEB_ROUTES, WEB_ROUTES_XFAIL))

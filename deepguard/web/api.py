@@ -357,6 +357,8 @@ def _options(form) -> dict:
         raise WebError(400, "bad_option", f"bad option: {e}") from e
     if "fps" in out and not (0 < out["fps"] <= 60):
         raise WebError(400, "bad_option", "fps must be between 0 and 60")
+    if "max_frames" in out and out["max_frames"] < 1:
+        raise WebError(400, "bad_option", f"max_frames must be >= 1, got {out['max_frames']}")
     if form.get("every_frame", "").lower() in ("1", "true", "on", "yes"):
         out["every_frame"] = True
     return out

@@ -66,6 +66,15 @@ class Entry:
     preview: bytes | None = None
 
 
+#: SQLite's largest integer: an id from a URL beyond it (``/api/history/99999999999999999999``) matches no row, so
+#: it is "not found", never an OverflowError from the driver.
+ID_MAX = (1 << 63) - 1
+
+
+def _storable(entry_id: int) -> bool:
+    return 0 < entry_id <= ID_MAX
+
+
 class History:
     """All history reads and writes; every query is scoped to one client id."""
 
@@ -148,6 +157,8 @@ class History:
 
     def delete(self, client: str, entry_id: int | None = None) -> int:
         """Delete one entry (or all of the client's when ``entry_id`` is None); returns how many went."""
+        if entry_id is not None and not _storable(entry_id):
+            return 0
         where, args = (
             ("client = ?", [client]) if entry_id is None else ("client = ? AND id = ?", [client, entry_id])
         )
@@ -169,7 +180,7 @@ class History:
         try:
             rows = con.execute(
                 f"SELECT {LIST_COLUMNS} FROM analyses WHERE client = ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (client, before if before is not None else 1 << 62, limit + 1),
+                (client, min(before, ID_MAX) if before is not None else ID_MAX, limit + 1),
             ).fetchall()
         finally:
             con.close()
@@ -183,6 +194,8 @@ class History:
             con.close()
 
     def get(self, client: str, entry_id: int) -> Entry | None:
+        if not _storable(entry_id):
+            return None
         con = self._connect()
         try:
             row = con.execute(
@@ -199,6 +212,8 @@ class History:
 
     def media(self, client: str, entry_id: int) -> tuple[Path, str, str] | None:
         """(file, stored name, media type) of a kept original, or None."""
+        if not _storable(entry_id):
+            return None
         con = self._connect()
         try:
             row = con.execute(
