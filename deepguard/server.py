@@ -49,8 +49,8 @@ class Server:
         from grpc_reflection.v1alpha import reflection
 
         from deepguard.proto import deepguard_pb2 as pb
-        from deepguard.proto import deepguard_pb2_grpc as pb_grpc
         from deepguard.serving.auth import TokenAuthInterceptor
+        from deepguard.serving.decoding import add_service
         from deepguard.serving.engine import Engine
         from deepguard.serving.metrics import Metrics
         from deepguard.serving.service import DeepGuardService
@@ -72,7 +72,9 @@ class Server:
             options=options,
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
-        pb_grpc.add_DeepGuardServicer_to_server(DeepGuardService(self.engine, self.metrics), self._grpc)
+        add_service(
+            DeepGuardService(self.engine, self.metrics), self._grpc
+        )  # malformed bytes: INVALID_ARGUMENT
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
