@@ -65,7 +65,7 @@ def test_cancel_mid_stream_drops_queued_work(slow_server, astronaut) -> None:
         assert _wait_for(settled), "cancelled stream's frames were not dropped"
         frames_done = scrape(port, "deepguard_frames")["deepguard_frames_total"]
         assert frames_done < 60  # most of the 120 frames were never computed
-        assert c.analyze_image(astronaut).verdict in ("real", "fake")  # still serving
+        assert c.analyze_image(astronaut).verdict in ("real", "uncertain", "fake")  # still serving
 
 
 def test_deadline_exceeded_stream_is_dropped(slow_server) -> None:

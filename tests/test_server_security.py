@@ -40,7 +40,7 @@ def test_grpc_tls_token_required(tls_server, astronaut) -> None:
         bad.model_info()
     assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
     with Client(target, tls_ca=cert, token=TOKEN, timeout=30) as ok:
-        assert ok.analyze_image(astronaut).verdict in ("real", "fake")
+        assert ok.analyze_image(astronaut).verdict in ("real", "uncertain", "fake")
         assert len(list(ok.stream_frames([astronaut, astronaut]))) == 2
     with Client(target, timeout=5) as plain, pytest.raises(ServerError) as e:  # no TLS: the handshake fails
         plain.model_info()
