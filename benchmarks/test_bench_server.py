@@ -258,30 +258,13 @@ def bp_frames() -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def bp_server(tmp_path_factory, bp_frames):
     """``deepguard serve`` (default flow-control flags) in its own process; yields (pid, client)."""
-    import json
     import subprocess
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    log_path = tmp_path_factory.mktemp("bp") / "server.log"
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "deepguard", "serve", "--port", "0", "--no-rest", "--no-metrics"]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    from tests.server_support import serve_subprocess
 
-    def port() -> int | None:
-        for line in log_path.read_text().splitlines():
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                return int(json.loads(line)["port"])
-        return None
-
+    proc, port = serve_subprocess(tmp_path_factory.mktemp("bp") / "server.log")
     try:
-        end = time.monotonic() + 180
-        while port() is None and proc.poll() is None and time.monotonic() < end:
-            time.sleep(0.1)
-        assert port() is not None, log_path.read_text()[-3000:]
-        with Client(f"127.0.0.1:{port()}", timeout=1800) as c:
+        with Client(f"127.0.0.1:{port}", timeout=1800) as c:
             list(c.stream_frames(bp_frames[:8]))  # warm-up: sessions and gRPC threads allocated
             _bp_streams(c, [bp_frames[:4]] * 4, fps=None, live=False)
             yield proc.pid, c

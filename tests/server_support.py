@@ -125,3 +125,35 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+def serve_subprocess(log_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 180.0):
+    """``deepguard serve --port 0`` (gRPC only) in its own process, so its RSS is the server's alone.
+
+    Returns ``(process, port)`` once the "serving" log line names the port; fails with the log otherwise.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parent.parent
+    full_env = {**os.environ, "PYTHONPATH": str(root), **(env or {})}
+    cmd = [sys.executable, "-m", "deepguard", "serve", "--port", "0", "--no-rest", "--no-metrics", *args]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=root, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+
+    def port() -> int | None:
+        for line in log_path.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == "serving":
+                return int(json.loads(line)["port"])
+        return None
+
+    end = time.monotonic() + timeout
+    while port() is None and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.1)
+    if port() is None:
+        proc.kill()
+        raise AssertionError(log_path.read_text()[-3000:])
+    return proc, port()

@@ -377,29 +377,10 @@ def test_live_mode_under_2x_overload_keeps_latency_bounded_and_reports_skips() -
 
 
 def _serve(tmp_path, *args: str):
-    """``deepguard serve`` in a subprocess (its RSS is the server's alone); returns (process, port)."""
-    import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
+    """``deepguard serve`` in a subprocess, one ORT thread; returns (process, port)."""
+    from tests.server_support import serve_subprocess
 
-    root = Path(__file__).resolve().parent.parent
-    log_path = tmp_path / "server.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    cmd = [sys.executable, "-m", "deepguard", "serve", "--port", "0", "--no-rest", "--no-metrics", *args]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def port() -> int | None:
-        for line in log_path.read_text().splitlines():
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                return int(json.loads(line)["port"])
-        return None
-
-    assert _wait_for(lambda: port() is not None or proc.poll() is not None, 120), log_path.read_text()
-    assert port() is not None, log_path.read_text()
-    return proc, port()
+    return serve_subprocess(tmp_path / "server.log", *args, env={"OMP_NUM_THREADS": "1"}, timeout=120)
 
 
 def _model_bytes() -> int:

@@ -100,16 +100,17 @@ def _rule_text(c: dict, thr: float, lo: float, hi: float) -> str:
     )
 
 
-def _source_rows(rows: list[dict]) -> str:
-    def pct(v) -> str:
-        return "-" if v is None else f"{v:.1%}"
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
 
+
+def _source_rows(rows: list[dict]) -> str:
     out = []
     for r in rows:
         real = r.get("real") or {}
         out.append(
-            f"| {r['source']} | {r['n_real']} | {r['n_fake']} | {_fmt(r.get('auc'))} | {pct(real.get('called_fake'))} "
-            f"| {pct(real.get('called_uncertain'))} | {pct(real.get('called_real'))} | {pct(r.get('fake_called_fake'))} |"
+            f"| {r['source']} | {r['n_real']} | {r['n_fake']} | {_fmt(r.get('auc'))} | {_pct(real.get('called_fake'))} "
+            f"| {_pct(real.get('called_uncertain'))} | {_pct(real.get('called_real'))} | {_pct(r.get('fake_called_fake'))} |"
         )
     return "\n".join(out)
 
@@ -150,12 +151,9 @@ def _loso_section(summary: dict) -> str:
     if not lo:
         return ""
 
-    def pct(v) -> str:
-        return "-" if v is None else f"{v:.1%}"
-
     rows = "\n".join(
-        f"| {name} | {f['n_real']} | {f['n_fake']} | {_fmt(f.get('auc'))} | {pct(f.get('real_called_fake'))} | "
-        f"{pct(f.get('fake_called_fake'))} |"
+        f"| {name} | {f['n_real']} | {f['n_fake']} | {_fmt(f.get('auc'))} | {_pct(f.get('real_called_fake'))} | "
+        f"{_pct(f.get('fake_called_fake'))} |"
         for name, f in lo["folds"].items()
     )
     return (
