@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deepguard import __version__
 from deepguard.errors import DeepGuardError
+from deepguard.options import add_model_args, add_runtime_args, detector_from_args
 
 
 def _media_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -35,50 +36,6 @@ def _media_files(paths: Sequence[str]) -> Iterator[Path]:
             yield p
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="fused ONNX model (default: the shipped edge ensemble)")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "fp16", "int8"],
-        help="which shipped model to use (auto: INT8 on CPU, FP32 on GPU)",
-    )
-    p.add_argument("--providers", help="onnxruntime providers, e.g. cpu or tensorrt,cuda,cpu (default: best)")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: one per core)")
-
-
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    _add_model_args(p)
-    p.add_argument("--detector", help="face detector: blazeface[:full|:short] (default) or scrfd:PATH.onnx")
-    p.add_argument(
-        "--face-crops", action="store_true", help="inputs are already-cropped faces (no detection)"
-    )
-    p.add_argument("--margin", type=float, default=0.3, help="crop margin per side, fraction of the face box")
-    p.add_argument("--threshold", type=float, help="override the model's decision threshold")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second (default 1)")
-    g.add_argument("--every-frame", action="store_true", help="score every video frame")
-    g.add_argument("--max-frames", type=int, help="at most K frames spread over the video")
-
-
-def _detector_from(args: argparse.Namespace):
-    from deepguard.runtime.pipeline import Detector
-
-    return Detector(
-        args.model,
-        detector=args.detector,
-        providers=args.providers,
-        precision=args.precision,
-        margin=args.margin,
-        fps=args.fps,
-        every_frame=args.every_frame,
-        max_frames=args.max_frames,
-        face_crops=args.face_crops,
-        threads=args.threads,
-        threshold=args.threshold,
-    )
-
-
 def cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -89,7 +46,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
         det = RemoteAnalyzer.from_args(args)
     else:
-        det = _detector_from(args)
+        det = detector_from_args(args)
     files = list(_media_files(args.paths))
     out = sys.stdout
     if args.format == "table":
@@ -274,22 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("paths", nargs="+", help="image/video files or folders (recursive)")
     d.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     d.add_argument("--plot", metavar="DIR", help="write a score-over-time PNG per video into DIR")
-    _add_runtime_args(d)
+    add_runtime_args(d)
     d.add_argument("--server", metavar="HOST:PORT", help="analyse on a DeepGuard server (deepguard serve)")
     d.add_argument("--token-file", help="bearer token for --server (default: $DEEPGUARD_TOKEN)")
     d.add_argument("--tls-ca", metavar="PEM", help="use TLS with --server, trusting this certificate/CA")
     d.set_defaults(func=cmd_detect)
 
     srv = sub.add_parser("serve", help="gRPC streaming server + origin REST API + Prometheus metrics")
-    _add_runtime_args(srv)
+    add_runtime_args(srv)
     from deepguard.server import add_arguments as serve_args
     from deepguard.server import run as serve_run
 
     serve_args(srv)
-    srv.set_defaults(func=lambda a: serve_run(a, _detector_from))
+    srv.set_defaults(func=lambda a: serve_run(a, detector_from_args))
 
     i = sub.add_parser("info", help="show installed models and their metadata")
-    _add_model_args(i)
+    add_model_args(i)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
@@ -312,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the AUC under each, e.g. jpeg:50,scale:0.5,blur:1.0 (kinds: jpeg:Q, scale:F, blur:SIGMA, "
         "noise:SIGMA; chain with +, e.g. scale:0.5+jpeg:70)",
     )
-    _add_runtime_args(e)
+    add_runtime_args(e)
     e.set_defaults(func=cmd_evaluate)
 
     w = sub.add_parser(
@@ -392,15 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--cache", help="folder for the re-crop / landmark cache (default OUT/cache)")
     lo.set_defaults(func=cmd_loso)
 
-    try:
-        from deepguard.convert import add_arguments as convert_args
-        from deepguard.convert import run as convert_run
+    from deepguard.convert.command import add_arguments as convert_args
+    from deepguard.convert.command import run as convert_run
 
-        c = sub.add_parser("convert", help="Keras members -> fused ONNX (FP32/FP16/INT8) + parity report")
-        convert_args(c)
-        c.set_defaults(func=lambda a: convert_run(a) or 0)
-    except ImportError:  # pragma: no cover - convert extra missing
-        pass
+    c = sub.add_parser("convert", help="Keras members -> fused ONNX (FP32/FP16/INT8) + parity report")
+    convert_args(c)
+    c.set_defaults(func=lambda a: convert_run(a) or 0)
     x = sub.add_parser("export-detector", help="regenerate the BlazeFace ONNX files from the tflite wheel")
     x.add_argument("--out", help="output folder (default: the package's data folder)")
     x.set_defaults(

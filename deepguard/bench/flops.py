@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 _INT8 = {TensorProto.INT8, TensorProto.UINT8}
 
@@ -176,24 +175,4 @@ def count_macs(
     return count
 
 
-def weight_bytes(model: str | os.PathLike[str]) -> int:
-    """Bytes of the initialisers (weights) of a model file."""
-    m = onnx.load(str(model))
-    return int(sum(numpy_helper.to_array(t).nbytes for t in m.graph.initializer))
-
-
-def macs_per_face_and_frame(
-    classifier: str | Path, detector: str | Path, views_per_frame: int, faces_per_frame: float
-) -> dict[str, float]:
-    """GMACs per face (classifier, batch 1) and per frame (detector views + faces x classifier)."""
-    face = count_macs(classifier)
-    view = count_macs(detector)
-    return {
-        "gmacs_per_face": face.gmacs,
-        "gmacs_per_view": view.gmacs,
-        "gmacs_per_frame": views_per_frame * view.gmacs + faces_per_frame * face.gmacs,
-        "int8_share_face": face.int8_macs / face.macs if face.macs else 0.0,
-    }
-
-
-__all__ = ["MacCount", "count_macs", "macs_per_face_and_frame", "weight_bytes"]
+__all__ = ["MacCount", "count_macs"]

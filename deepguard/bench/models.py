@@ -6,7 +6,6 @@ Nothing here is committed: everything is derived from the shipped default model 
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -103,7 +102,7 @@ def build_seed_ensemble(calibration: np.ndarray, *, force: bool = False) -> dict
     """Xception + EfficientNetV2-M at 299 (the origin's models), fused, FP32 and INT8, built once into the cache.
 
     ``calibration``: uint8 (N, 299, 299, 3) face crops. INT8 uses the product's recipe (``to_int8``: QDQ,
-    U8S8, per-channel, head and classifier tails in FP32) but MinMax calibration when the function offers it:
+    U8S8, per-channel, head and classifier tails in FP32) but MinMax calibration:
     the graph, hence the latency, is the same whatever the ranges, and Percentile histograms of these two big
     models take far longer. Takes several minutes (TensorFlow tracing, tf2onnx, quantisation); ~300 MB on disk.
     """
@@ -130,15 +129,9 @@ def build_seed_ensemble(calibration: np.ndarray, *, force: bool = False) -> dict
     write_metadata(
         p["fp32"], {"name": "seed-ensemble", "version": "bench", "threshold": 0.5, "input_size": SEED_SIZE}
     )
-    kwargs = {}
-    params = inspect.signature(to_int8).parameters
-    if "calibrate_method" in params:
-        kwargs["calibrate_method"] = "MinMax"
     # Random-init seed members: accuracy repairs (GPTQ, mean correction, self-check) mean nothing here and only
     # slow the build; the graph shape (and so the latency) is the same as the default recipe's.
-    for k, v in {"target_agreement": None, "gptq": False, "mean_correction": False}.items():
-        if k in params:
-            kwargs[k] = v
+    kwargs = {"calibrate_method": "MinMax", "target_agreement": None, "gptq": False, "mean_correction": False}
     to_int8(p["fp32"], p["int8"], np.ascontiguousarray(calibration, np.uint8), **kwargs)
     write_metadata(p["int8"], {"precision": "int8"})
     p["info"].write_text(

@@ -95,7 +95,9 @@ def youden_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
 MAX_FALSE_ALARM = 0.05
 
 
-def false_alarm_cut(scores: np.ndarray, labels: np.ndarray, sources, max_rate: float = MAX_FALSE_ALARM) -> float:
+def false_alarm_cut(
+    scores: np.ndarray, labels: np.ndarray, sources, max_rate: float = MAX_FALSE_ALARM
+) -> float:
     """The lowest cut at which no real source has more than ``max_rate`` of its real faces scoring ``>= cut``.
 
     Why per source: a pooled false-alarm rate is dominated by the largest real source; a newsroom's photos are

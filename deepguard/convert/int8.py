@@ -15,17 +15,17 @@ the MobileNetV2 + EfficientNet-Lite0 ensemble, "prelim" = one MobileNetV2 member
 - Percentile calibration (99.999 %), not MinMax: one outlier otherwise stretches a per-tensor grid. With the rest
   of the recipe in place MinMax, Entropy and MSE-optimal ranges were no better; 99.99 % gained 0.1-0.3 %
   agreement but doubled the worst-case |dprob| (0.07 -> 0.15 on real), so the wider range stays the default.
-- FP32 input stem (``fp32_stem_convs``): everything upstream of each backbone's k-th conv stays FP32, i.e. the
+- FP32 input stem (``FP32_STEM_CONVS``): everything upstream of each backbone's k-th conv stays FP32, i.e. the
   Cast/Resize/Normalize preprocessing, the stem conv and the first inverted-residual block(s). These backbones
   amplify input noise enormously: re-quantising the normalised image alone (an 8-bit grid misaligned with the
   pixel grid) cost as much as all later layers together, and the stem output and the first depthwise weights
   (BN-folded, up to ~16) were the most harmful single tensors. Biggest single gain (agreement real 0.975 ->
   0.988, prelim 0.957 -> 0.985) for ~+0.2 ms/img. Only *contiguous* FP32 regions work: ORT's session-time
   ``WeightBiasQuantization`` pass re-quantises any float-weight Conv sitting between a DequantizeLinear and a
-  QuantizeLinear with a *per-tensor* int8 grid, so excluding a single mid-network conv (``keep_depthwise_fp32``,
-  ``nodes_to_exclude``) silently makes it worse, not better.
+  QuantizeLinear with a *per-tensor* int8 grid, so excluding a single mid-network conv (depthwise convs, single
+  nodes: tried) silently makes it worse, not better.
 - GPTQ weight rounding (``gptq``): int8 weights are re-rounded column by column with second-order error feedback
-  (Frantar et al. 2022) from each conv's float inputs on ``gptq_crops`` calibration crops; scales are unchanged,
+  (Frantar et al. 2022) from each conv's float inputs on ``GPTQ_CROPS`` calibration crops; scales are unchanged,
   so the runtime graph is identical. Cuts the ensemble's mean |dlogit| ~20 % (real 0.080 -> 0.063; agreement
   0.988 -> 0.990) for ~15 s of build time.
 - Pooled-feature mean correction (``mean_correction``): the classifier tail stays FP32 and a per-channel constant
@@ -177,14 +177,6 @@ def _stem_nodes(model: onnx.ModelProto, k: int) -> list[str]:
         keep[n.name] = n
         stack.extend(producer[i] for i in n.input if i in producer)
     return sorted(name for name in keep if name)
-
-
-def _depthwise_nodes(model: onnx.ModelProto) -> list[str]:
-    return [
-        n.name
-        for n in model.graph.node
-        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
-    ]
 
 
 def _as_input_dtype(calibration: np.ndarray, elem_type: int, where: str) -> np.ndarray:
@@ -462,163 +454,71 @@ def _threshold(model: onnx.ModelProto, threshold: float | None) -> float:
 
 # ----------------------------------------------------------------------------------------------------- main
 
+#: The recipe's fixed settings (module docstring says why each); experiments with others live in git history.
+FP32_STEM_CONVS = 6  # first try; doubled while the agreement check misses, up to MAX_FP32_STEM_CONVS
+MAX_FP32_STEM_CONVS = 12
+PERCENTILE = 99.999
+BATCH = 8  # calibration / check batch
+WINDOW = 16  # images calibrated per pass (memory bound; ranges are merged across passes)
+GPTQ_CROPS = 64
+CHECK_CROPS = 512
+THREADS = 1  # ORT threads of the statistics / check sessions
+
 
 def to_int8(
     src: str | os.PathLike[str],
     dst: str | os.PathLike[str],
     calibration: np.ndarray,
     *,
-    per_channel: bool = True,
-    reduce_range: bool = True,
-    activation_type: str = "QUInt8",
-    weight_type: str = "QInt8",
-    batch_size: int = 8,
-    window: int = 16,
-    exclude_fusion_head: bool = True,
-    keep_classifier_fp32: bool = True,
-    op_types_to_quantize: list[str] | None = None,
     calibrate_method: str = "Percentile",
-    keep_depthwise_fp32: bool = False,
-    nodes_to_exclude: list[str] | None = None,
-    percentile: float = 99.999,
-    fp32_stem_convs: int = 6,
-    max_fp32_stem_convs: int = 12,
     target_agreement: float | None = 0.99,
     threshold: float | None = None,
     gptq: bool = True,
-    gptq_crops: int = 64,
     mean_correction: bool = True,
-    check_crops: int = 512,
-    threads: int = 1,
 ) -> Path:
     """Statically quantise ``src`` (member or fused graph) to INT8 QDQ and save ``dst``; returns ``dst``.
 
     ``calibration``: (N, S, S, 3) face crops, uint8 for fused graphs or float32 [0, 255] for member graphs (the
     model's input type decides; values are cast to it). A few hundred real *training* crops: they set activation
     ranges, GPTQ statistics and the mean correction, and the agreement check runs on them.
-    ``window``: images calibrated per pass (memory bound; ranges are merged across passes).
-    ``reduce_range``: 7-bit weights, so that the file is also right on pre-VNNI CPUs (module docstring).
-    ``fp32_stem_convs``: keep everything up to each backbone's k-th conv in FP32 (0: quantise from the input on);
-    capped at a quarter of a backbone's convs. ``target_agreement``: for fused graphs (``prob`` output), if INT8
-    vs FP32 decision agreement at ``threshold`` (default: the model's metadata, else 0.5) on up to
-    ``check_crops`` calibration crops is below it, the FP32 stem is doubled, up to ``max_fp32_stem_convs``, then
-    the plain quantiser output is tried (see the module docstring). None: build once.
-    ``gptq``/``gptq_crops``: GPTQ weight rounding from that many crops. ``mean_correction``: match the
-    pooled-feature mean to FP32 (needs ``keep_classifier_fp32``).
-    ``keep_depthwise_fp32``/``nodes_to_exclude`` on single mid-network convs do not survive ORT's session-time
-    ``WeightBiasQuantization`` (per-tensor re-quantisation); kept for experiments. ``threads``: ORT threads for
-    the statistics/check sessions. The chosen settings and the calibration agreement are stored in the
-    ``int8_recipe`` metadata entry.
+    ``calibrate_method``: ``Percentile`` (the recipe) or ``MinMax`` (same graph, faster build: benchmarks).
+    ``target_agreement``: for fused graphs (``prob`` output), if INT8 vs FP32 decision agreement at
+    ``threshold`` (default: the model's metadata, else 0.5) on the calibration crops is below it, the FP32 stem
+    is doubled, then the plain quantiser output is tried (module docstring). None: build once.
+    ``gptq`` / ``mean_correction``: the two statistics-based repairs (module docstring); off only where accuracy
+    means nothing (random-weight benchmark models) or the test needs the bare quantiser.
+    The chosen settings and the calibration agreement are stored in the ``int8_recipe`` metadata entry.
     """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     src_path = Path(src)
     where = str(src_path)
     model = load_onnx(src_path)
     input_name, elem_type = _model_input(model)
     data = _as_input_dtype(calibration, elem_type, where)
-    fused = any(o.name == PROB_NAME for o in model.graph.output)
+    checked = target_agreement is not None and any(o.name == PROB_NAME for o in model.graph.output)
     thr = _threshold(model, threshold)
-
-    class _Reader(ArrayCalibrationReader, CalibrationDataReader):
-        pass
-
     out = Path(dst)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="deepguard_int8_") as tmp:
-        pre = Path(tmp) / "preprocessed.onnx"
-        try:
-            quant_pre_process(str(src_path), str(pre), skip_symbolic_shape=False)
-        except Exception:
-            # Symbolic shape inference chokes on some exotic graphs; ONNX shape inference alone is enough here.
-            try:
-                quant_pre_process(str(src_path), str(pre), skip_symbolic_shape=True)
-            except Exception as exc:
-                raise ModelError(f"{where}: quant_pre_process failed ({type(exc).__name__}: {exc})") from exc
+        pre = _preprocess(src_path, Path(tmp) / "preprocessed.onnx", where)
         pre_model = onnx.load(str(pre))
-        base_excluded = [
-            n.name for n in pre_model.graph.node if exclude_fusion_head and n.name.startswith(FUSE_PREFIX)
-        ]
-        if keep_classifier_fp32:
-            base_excluded += _classifier_nodes(pre_model)
-        if keep_depthwise_fp32:
-            base_excluded += _depthwise_nodes(pre_model)
-        base_excluded += list(nodes_to_exclude or [])
-        extra: dict = {
-            "ActivationSymmetric": False,
-            "WeightSymmetric": True,
-        }
-        if calibrate_method == "Percentile":
-            extra["CalibPercentile"] = float(percentile)
-
-        # Stems to try: k, 2k, ... while the (capped) FP32 region still grows.
-        schedule: list[int] = []
-        k = max(0, int(fp32_stem_convs))
-        while True:
-            if not schedule or _stem_nodes(pre_model, k) != _stem_nodes(pre_model, schedule[-1]):
-                schedule.append(k)
-            if not (fused and target_agreement is not None) or k <= 0 or 2 * k > max_fp32_stem_convs:
-                break
-            k *= 2
-
-        checked = fused and target_agreement is not None
-        attempts = [(stem, gptq, mean_correction, False) for stem in schedule]
-        if checked and (gptq or mean_correction):
-            # Last resort (tiny nets, a handful of crops): the plain quantiser output, no statistics-based edits.
-            attempts.append((schedule[-1], False, False, True))
-        hess: dict | None = None
+        hess: dict = {}  # GPTQ statistics of the float graph: shared by every stem size
         best: tuple[float, onnx.ModelProto, dict] | None = None
-        for stem, use_gptq, use_mean, fallback in attempts:
-            qpath = Path(tmp) / f"int8_{stem}.onnx"
-            reader = _Reader(input_name, data, batch_size)
-            options = dict(extra)
-            # Calibrate ~`window` images at a time to bound memory (see ArrayCalibrationReader).
-            options["CalibStridedMinMax"] = _stride(len(reader), max(1, window // reader.batch_size))
+        for stem, use_gptq, use_mean, fallback in _attempts(pre_model, checked, gptq, mean_correction):
             try:
-                with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration progress
-                    quantize_static(
-                        str(pre),
-                        str(qpath),
-                        reader,
-                        quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel,
-                        reduce_range=reduce_range,
-                        activation_type=getattr(QuantType, activation_type),
-                        weight_type=getattr(QuantType, weight_type),
-                        nodes_to_exclude=sorted(set(base_excluded) | set(_stem_nodes(pre_model, stem))),
-                        op_types_to_quantize=op_types_to_quantize,
-                        calibrate_method=getattr(CalibrationMethod, calibrate_method),
-                        extra_options=options,
-                    )
-                q = onnx.load(str(qpath))
+                q = _quantize(pre, pre_model, data, input_name, stem, calibrate_method, Path(tmp))
                 recipe = {
                     "fp32_stem_convs": stem,
                     "calibrate_method": calibrate_method,
-                    "percentile": percentile if calibrate_method == "Percentile" else None,
+                    "percentile": PERCENTILE if calibrate_method == "Percentile" else None,
                     "calibration_crops": len(data),
                     "gptq": use_gptq,
                     "mean_correction": use_mean,
+                    **_repair(q, pre_model, data, input_name, use_gptq, use_mean, hess),
                 }
-                if use_gptq:
-                    convs = _quantized_convs(q, pre_model)
-                    if hess is None:  # float-input statistics: shared by every stem size
-                        hess = _hessians(pre_model, convs, _evenly(data, gptq_crops), input_name, threads, 4)
-                    recipe["gptq_convs"] = _apply_gptq(q, pre_model, hess, convs)
-                if use_mean and keep_classifier_fp32:
-                    recipe["mean_corrected_pools"] = _mean_correct(
-                        q, pre_model, data, input_name, threads, batch_size
-                    )
                 agree = None
                 if checked:
-                    check = _evenly(data, check_crops)
-                    agree = _agreement(pre_model, q, check, input_name, thr, threads, batch_size)
+                    check = _evenly(data, CHECK_CROPS)
+                    agree = _agreement(pre_model, q, check, input_name, thr, THREADS, BATCH)
                     recipe.update(
                         calibration_agreement=round(agree, 5), threshold=thr, check_crops=len(check)
                     )
@@ -636,11 +536,115 @@ def to_int8(
                 break
     assert best is not None
     _, q, recipe = best
-    # The quantiser may drop metadata_props; carry the source's over, then mark the precision and the recipe.
+    _save(q, model, recipe, out)
+    return out
+
+
+def _preprocess(src: Path, dst: Path, where: str) -> Path:
+    """ORT's ``quant_pre_process`` (shape inference + graph clean-up the quantiser expects)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    try:
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+    except Exception:
+        # Symbolic shape inference chokes on some exotic graphs; ONNX shape inference alone is enough here.
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        except Exception as exc:
+            raise ModelError(f"{where}: quant_pre_process failed ({type(exc).__name__}: {exc})") from exc
+    return dst
+
+
+def _attempts(
+    pre_model: onnx.ModelProto, checked: bool, gptq: bool, mean_correction: bool
+) -> list[tuple[int, bool, bool, bool]]:
+    """Builds to try in order: ``(fp32 stem convs, gptq, mean correction, is the plain fallback)``.
+
+    Stems k, 2k, ... while the (capped) FP32 region still grows; without the agreement check, one build.
+    """
+    schedule: list[int] = []
+    k = FP32_STEM_CONVS
+    while True:
+        if not schedule or _stem_nodes(pre_model, k) != _stem_nodes(pre_model, schedule[-1]):
+            schedule.append(k)
+        if not checked or 2 * k > MAX_FP32_STEM_CONVS:
+            break
+        k *= 2
+    attempts = [(stem, gptq, mean_correction, False) for stem in schedule]
+    if checked and (gptq or mean_correction):
+        # Last resort (tiny nets, a handful of crops): the plain quantiser output, no statistics-based edits.
+        attempts.append((schedule[-1], False, False, True))
+    return attempts
+
+
+def _quantize(
+    pre: Path,
+    pre_model: onnx.ModelProto,
+    data: np.ndarray,
+    input_name: str,
+    stem: int,
+    method: str,
+    tmp: Path,
+) -> onnx.ModelProto:
+    """One ``quantize_static`` run: QDQ, U8S8 per-channel 7-bit weights; fusion head, classifier tails and the
+    first ``stem`` convs of each backbone left in FP32 (module docstring)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    excluded = [n.name for n in pre_model.graph.node if n.name.startswith(FUSE_PREFIX)]
+    excluded += _classifier_nodes(pre_model) + _stem_nodes(pre_model, stem)
+    reader = ArrayCalibrationReader(input_name, data, BATCH)
+    options: dict = {
+        "ActivationSymmetric": False,
+        "WeightSymmetric": True,
+        # Calibrate ~WINDOW images at a time to bound memory (see ArrayCalibrationReader).
+        "CalibStridedMinMax": _stride(len(reader), max(1, WINDOW // BATCH)),
+    }
+    if method == "Percentile":
+        options["CalibPercentile"] = PERCENTILE
+    qpath = tmp / f"int8_{stem}.onnx"
+    with contextlib.redirect_stdout(io.StringIO()):  # ORT prints calibration progress
+        quantize_static(
+            str(pre),
+            str(qpath),
+            reader,
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=sorted(set(excluded)),
+            calibrate_method=getattr(CalibrationMethod, method),
+            extra_options=options,
+        )
+    return onnx.load(str(qpath))
+
+
+def _repair(
+    q: onnx.ModelProto,
+    pre_model: onnx.ModelProto,
+    data: np.ndarray,
+    input_name: str,
+    use_gptq: bool,
+    use_mean: bool,
+    hess: dict,
+) -> dict:
+    """GPTQ re-rounding and the pooled-mean correction, in place on ``q``; returns their recipe entries."""
+    recipe: dict = {}
+    if use_gptq:
+        convs = _quantized_convs(q, pre_model)
+        if not hess:
+            hess.update(_hessians(pre_model, convs, _evenly(data, GPTQ_CROPS), input_name, THREADS, 4))
+        recipe["gptq_convs"] = _apply_gptq(q, pre_model, hess, convs)
+    if use_mean:
+        recipe["mean_corrected_pools"] = _mean_correct(q, pre_model, data, input_name, THREADS, BATCH)
+    return recipe
+
+
+def _save(q: onnx.ModelProto, model: onnx.ModelProto, recipe: dict, out: Path) -> None:
+    """The quantiser may drop metadata_props: carry the source's over, then mark the precision and the recipe."""
     have = {p.key for p in q.metadata_props}
     for prop in model.metadata_props:
         if prop.key not in have:
             q.metadata_props.add(key=prop.key, value=prop.value)
     set_metadata(q, {"precision": "int8", "int8_recipe": recipe})
     onnx.save(q, str(out))
-    return out

@@ -81,7 +81,9 @@ def per_source(
             "fake_called_fake": _shares(s[y == 1], threshold, band)["called_fake"],
         }
     )
-    rows.append({"source": "real, sources equal", "n_real": rows[-1]["n_real"], "n_fake": 0, "real": balanced})
+    rows.append(
+        {"source": "real, sources equal", "n_real": rows[-1]["n_real"], "n_fake": 0, "real": balanced}
+    )
     return rows
 
 

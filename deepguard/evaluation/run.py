@@ -166,7 +166,7 @@ def source_rows(scores, labels, sources, threshold: float, band) -> list[dict] |
 def evaluate(args: argparse.Namespace) -> str:
     from tqdm import tqdm
 
-    from deepguard.cli import _detector_from
+    from deepguard.options import detector_from_args
 
     spec = getattr(args, "perturb", None)
     conditions = parse_perturbations(spec) if spec else [CLEAN]  # a bad spec fails before any work
@@ -174,7 +174,7 @@ def evaluate(args: argparse.Namespace) -> str:
     if args.limit and args.limit < len(samples):
         idx = np.linspace(0, len(samples) - 1, args.limit).round().astype(int)
         samples = [samples[i] for i in idx]
-    det = _detector_from(args)
+    det = detector_from_args(args)
     names = [c.name for c in conditions]
     f_scores: dict[str, list[float | None]] = {n: [] for n in names}
     f_labels: dict[str, list[int]] = {n: [] for n in names}

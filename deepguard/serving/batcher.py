@@ -95,10 +95,6 @@ class DynamicBatcher:
         self._thread.start()
 
     # -- callers -------------------------------------------------------------------------------------------
-    @property
-    def queued_items(self) -> int:
-        return self._queued_items
-
     def submit(
         self,
         items: Sequence[Any],

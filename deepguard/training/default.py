@@ -333,8 +333,8 @@ def build_default_model(
     """
     from sklearn.metrics import roc_auc_score
 
-    from deepguard.convert import build_ensemble
     from deepguard.convert.calibrate import calibrate
+    from deepguard.convert.ensemble import build_ensemble
 
     t_build = time.time()
     run_dir = Path(run_dir)

@@ -36,7 +36,9 @@ def manifest_sources(manifest: str | Path) -> list[str] | None:
         return [r["source"] for r in rows]
 
 
-def list_sourced(roots: Sequence[str | Path], split: str | None) -> tuple[list[Path], list[int], list[str], list[str]]:
+def list_sourced(
+    roots: Sequence[str | Path], split: str | None
+) -> tuple[list[Path], list[int], list[str], list[str]]:
     """``(paths, labels, groups, sources)`` of one split over several manifests / folders."""
     paths, labels, groups, sources = [], [], [], []
     for root in roots:
@@ -72,7 +74,9 @@ def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def recrop_files(paths: Sequence[Path], size: int, detector=None, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def recrop_files(
+    paths: Sequence[Path], size: int, detector=None, chunk: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """Re-cropped faces ``(N, size, size, 3)`` uint8 and ``found`` (N,) bool for image files (decoded in threads)."""
     from concurrent.futures import ThreadPoolExecutor
 

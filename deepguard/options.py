@@ -1,0 +1,54 @@
+"""Command-line options every model-running command shares, and the :class:`Detector` they describe.
+
+Its own module so that ``deepguard.cli`` and ``deepguard.evaluation`` both build a detector the same way without
+importing each other. Only argparse at import time: the runtime loads when a detector is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="fused ONNX model (default: the shipped edge ensemble)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "int8"],
+        help="which shipped model to use (auto: INT8 on CPU, FP32 on GPU)",
+    )
+    p.add_argument("--providers", help="onnxruntime providers, e.g. cpu or tensorrt,cuda,cpu (default: best)")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: one per core)")
+
+
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--detector", help="face detector: blazeface[:full|:short] (default) or scrfd:PATH.onnx")
+    p.add_argument(
+        "--face-crops", action="store_true", help="inputs are already-cropped faces (no detection)"
+    )
+    p.add_argument("--margin", type=float, default=0.3, help="crop margin per side, fraction of the face box")
+    p.add_argument("--threshold", type=float, help="override the model's decision threshold")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second (default 1)")
+    g.add_argument("--every-frame", action="store_true", help="score every video frame")
+    g.add_argument("--max-frames", type=int, help="at most K frames spread over the video")
+
+
+def detector_from_args(args: argparse.Namespace):
+    """The :class:`~deepguard.runtime.pipeline.Detector` that ``add_runtime_args`` options describe."""
+    from deepguard.runtime.pipeline import Detector
+
+    return Detector(
+        args.model,
+        detector=args.detector,
+        providers=args.providers,
+        precision=args.precision,
+        margin=args.margin,
+        fps=args.fps,
+        every_frame=args.every_frame,
+        max_frames=args.max_frames,
+        face_crops=args.face_crops,
+        threads=args.threads,
+        threshold=args.threshold,
+    )
