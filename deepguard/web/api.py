@@ -30,20 +30,36 @@ import json
 import re
 import secrets
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
+from flask.blueprints import BlueprintSetupState
+from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from deepguard import __version__
 from deepguard.errors import MediaError
 from deepguard.runtime.decode import media_kind
-from deepguard.serving import wire
 from deepguard.serving.batcher import Cancelled
 from deepguard.serving.budget import Budget
 from deepguard.serving.config import ServerConfig
 from deepguard.serving.engine import Engine
+from deepguard.serving.http_validation import (
+    FORM_TRUE_WORDS,
+    HttpError,
+    check_size,
+    error_json,
+    flag,
+    form_sampling,
+    kind_limit,
+    stream_size,
+    uploaded_file,
+)
 from deepguard.web import STATIC_DIR
 from deepguard.web.history import Entry, History
 from deepguard.web.jobs import Job, Jobs
@@ -53,6 +69,7 @@ COOKIE = "dg_client"
 _CLIENT_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 _MIME_RE = re.compile(r"^(image|video)/[a-z0-9.+-]{1,60}$")
 PAGE_SIZE = 50
+STATE_KEY = "deepguard.web"
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -60,11 +77,8 @@ CSP = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
-
-class WebError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra) -> None:
-        super().__init__(message)
-        self.status, self.code, self.extra = status, code, extra
+#: The web API's refusal: ``{"error", "code", **extra}`` (the shared request checks raise it too).
+WebError = HttpError
 
 
 def static_version() -> str:
@@ -77,291 +91,351 @@ def static_version() -> str:
     return h.hexdigest()[:16]
 
 
+@dataclass
+class WebState:
+    """What the web routes of one app share; on ``app.extensions`` so the routes need no closures."""
+
+    engine: Engine
+    config: ServerConfig
+    history: History
+    jobs: Jobs
+    slots: threading.BoundedSemaphore  # background analyses, on top of the REST request slots
+    version: str
+    sw_source: str
+    limits: dict[str, int]
+
+    @classmethod
+    def build(cls, engine: Engine, config: ServerConfig) -> WebState:
+        version = static_version()
+        return cls(
+            engine=engine,
+            config=config,
+            history=History(getattr(config, "history_db", None)),
+            jobs=Jobs(),
+            slots=threading.BoundedSemaphore(max(2, config.max_uploads)),
+            version=version,
+            sw_source=(STATIC_DIR / "sw.js").read_text(encoding="utf-8").replace("__VERSION__", version),
+            limits={
+                "image_bytes": config.max_message_bytes,
+                "video_bytes": config.max_video_bytes,
+                "video_seconds": config.max_video_seconds,
+                "frame_pixels": config.max_frame_pixels,
+            },
+        )
+
+
+def _web() -> WebState:
+    return current_app.extensions[STATE_KEY]
+
+
+def _install(state: WebState, setup: BlueprintSetupState) -> None:
+    setup.app.extensions[STATE_KEY] = state
+
+
 def create_blueprint(engine: Engine, config: ServerConfig) -> Blueprint:
+    """The page shell and ``/api/``; the history store opens now, so a bad ``--history-db`` fails at start."""
     bp = Blueprint("web", __name__, static_folder=str(STATIC_DIR), static_url_path="/assets")
-    history = History(getattr(config, "history_db", None))
-    jobs = Jobs()
-    slots = threading.BoundedSemaphore(max(2, config.max_uploads))
-    version = static_version()
-    sw_source = (STATIC_DIR / "sw.js").read_text(encoding="utf-8").replace("__VERSION__", version)
-    limits = {
-        "image_bytes": config.max_message_bytes,
-        "video_bytes": config.max_video_bytes,
-        "video_seconds": config.max_video_seconds,
-        "frame_pixels": config.max_frame_pixels,
-    }
-
-    # -- cross-cutting -----------------------------------------------------------------------------------------
-    def client_id(create: bool = False) -> str | None:
-        cid = request.cookies.get(COOKIE, "")
-        if _CLIENT_RE.match(cid):
-            return cid
-        if not create:
-            return None
-        g.new_client = secrets.token_urlsafe(24)
-        return g.new_client
-
-    def need_client() -> str:
-        cid = client_id()
-        if cid is None:
-            raise WebError(404, "not_found", "no history for this browser yet")
-        return cid
-
-    @bp.before_request
-    def _same_origin_only():
-        """State changes only from our own pages: a cross-site form or fetch must not analyse or delete."""
-        if request.method in ("GET", "HEAD", "OPTIONS"):
-            return None
-        site = request.headers.get("Sec-Fetch-Site")
-        origin = request.headers.get("Origin")
-        if (site and site not in ("same-origin", "none")) or (
-            origin and urlsplit(origin).netloc != request.host
-        ):
-            raise WebError(403, "forbidden", "cross-site requests are not allowed")
-        return None
-
-    @bp.after_request
-    def _headers(resp: Response) -> Response:
-        if g.get("new_client"):
-            resp.set_cookie(
-                COOKIE,
-                g.new_client,
-                max_age=2 * 365 * 86400,
-                httponly=True,
-                samesite="Strict",
-                secure=request.is_secure,
-            )
-        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
-        resp.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.path.startswith("/api/"):
-            resp.headers.setdefault("Cache-Control", "no-store")
-        if resp.mimetype == "text/html":
-            resp.headers["Content-Security-Policy"] = CSP
-            resp.headers["X-Frame-Options"] = "DENY"
-        return resp
-
-    @bp.errorhandler(WebError)
-    def _web_error(e: WebError):
-        return jsonify({"error": str(e), "code": e.code, **e.extra}), e.status
-
-    @bp.errorhandler(RequestEntityTooLarge)
-    def _too_large(_e):
-        return jsonify(
-            {
-                "error": f"the upload is larger than the limit of {limits['video_bytes']} bytes",
-                "code": "too_large",
-                "limit": limits["video_bytes"],
-                "size": request.content_length,
-            }
-        ), 413
-
-    @bp.errorhandler(HTTPException)
-    def _http(e: HTTPException):
-        return jsonify({"error": e.description or e.name, "code": "http"}), e.code or 500
-
-    # -- page shell ----------------------------------------------------------------------------------------------
-    @bp.get("/")
-    def index():
-        resp = send_file(STATIC_DIR / "index.html", mimetype="text/html", max_age=0)
-        resp.headers["Cache-Control"] = "no-cache"
-        return resp
-
-    @bp.get("/sw.js")
-    def service_worker():
-        return Response(
-            sw_source,
-            mimetype="text/javascript",
-            headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
-        )
-
-    @bp.get("/manifest.webmanifest")
-    def manifest():
-        return send_file(STATIC_DIR / "manifest.webmanifest", mimetype="application/manifest+json", max_age=0)
-
-    @bp.get("/favicon.ico")
-    def favicon():
-        return send_file(STATIC_DIR / "icons" / "icon-192.png", mimetype="image/png", max_age=86400)
-
-    # -- info ------------------------------------------------------------------------------------------------------
-    @bp.get("/api/config")
-    def api_config():
-        return jsonify(
-            {
-                "version": __version__,
-                "app_version": version,
-                "limits": limits,
-                "fps": config.fps,
-                "every_frame": config.every_frame,
-                "max_frames": config.max_frames,
-                "threshold": engine.threshold,
-                "band": list(engine.band) if engine.band else None,
-                "model": engine.classifier.name,
-            }
-        )
-
-    @bp.get("/api/model")
-    def api_model():
-        return jsonify(model_details(engine))
-
-    # -- analyse -----------------------------------------------------------------------------------------------------
-    @bp.post("/api/analyze")
-    def api_analyze():
-        f = request.files.get("file")
-        if f is None:
-            raise WebError(400, "no_file", "missing multipart field 'file'")
-        name = wire.sanitize_name((f.filename or "").replace("\\", "/").rsplit("/", 1)[-1], "upload")
-        stream = f.stream
-        f.stream = io.BytesIO()  # the job owns the upload now; the request's cleanup must not close it
-        release = [stream.close]
-        try:
-            size = stream.seek(0, 2)
-            stream.seek(0)
-            try:
-                kind = media_kind(stream, name=name)
-            except MediaError as e:
-                raise WebError(400, "unsupported" if size else "empty", str(e)) from e
-            limit = limits["image_bytes"] if kind == "image" else limits["video_bytes"]
-            if size > limit:
-                raise WebError(
-                    413,
-                    "too_large",
-                    f"{name}: the {kind} is {size} bytes, larger than the limit of {limit} bytes",
-                    limit=limit,
-                    kind=kind,
-                    size=size,
-                )
-            opts = _options(request.form)
-            keep = request.form.get("keep", "").lower() in ("1", "true", "on", "yes")
-            mime = f.mimetype if _MIME_RE.match(f.mimetype or "") else None
-            if not slots.acquire(blocking=False):
-                raise WebError(503, "busy", "server busy: too many analyses in progress; retry in a moment")
-            release.append(slots.release)
-            if kind == "video":
-                if not engine.uploads.acquire(blocking=False):
-                    raise WebError(
-                        503, "busy", f"server busy: {config.max_uploads} video uploads in progress"
-                    )
-                release.append(engine.uploads.release)
-            inflight = current_app.extensions.get("deepguard.inflight")
-            if inflight is not None:  # a drain waits for background analyses too, not only for requests
-                inflight.add(1)
-                release.append(lambda: inflight.add(-1))
-            client = client_id(create=True)
-            assert client is not None
-
-            def work(job: Job) -> dict:
-                budget = Budget(config.request_budget_s, job.cancelled)
-                try:
-                    with engine.finishing():  # an accepted analysis finishes during a drain (grace)
-                        res = analyze_upload(
-                            engine,
-                            stream,
-                            name,
-                            kind,
-                            cancelled=budget,
-                            on_total=lambda n: setattr(job, "total", n),
-                            progress=lambda n: setattr(job, "done", n),
-                            **opts,
-                        )
-                except Cancelled as e:
-                    raise budget.explain(e, name) from e
-                entry_id = history.add(
-                    client,
-                    res.data,
-                    name=name,
-                    size=size,
-                    preview=res.preview,
-                    thumb=res.thumb,
-                    media=stream if keep else None,
-                    media_type=mime,
-                )
-                entry = history.get(client, entry_id)
-                assert entry is not None
-                return entry_json(entry, full=True)
-
-            def release_all() -> None:
-                for r in reversed(release[1:]):
-                    r()
-
-            job = jobs.start(client, name, kind, work, stream, release_all)
-        except BaseException:
-            for r in reversed(release):
-                r()
-            raise
-        return jsonify(job.view()), 202
-
-    @bp.get("/api/jobs/<job_id>")
-    def api_job(job_id: str):
-        job = jobs.get(job_id, need_client())
-        if job is None:
-            raise WebError(404, "not_found", "no such analysis")
-        return jsonify(job.view())
-
-    @bp.delete("/api/jobs/<job_id>")
-    def api_job_cancel(job_id: str):
-        job = jobs.get(job_id, need_client())
-        if job is None:
-            raise WebError(404, "not_found", "no such analysis")
-        job.cancel = True
-        return jsonify(job.view())
-
-    # -- history -----------------------------------------------------------------------------------------------------
-    @bp.get("/api/history")
-    def api_history():
-        cid = client_id()
-        if cid is None:
-            return jsonify({"items": [], "more": False, "total": 0})
-        before = request.args.get("before", type=int)
-        items, more = history.list(cid, PAGE_SIZE, before)
-        return jsonify({"items": [entry_json(e) for e in items], "more": more, "total": history.count(cid)})
-
-    @bp.delete("/api/history")
-    def api_history_clear():
-        cid = client_id()
-        return jsonify({"deleted": history.delete(cid) if cid else 0})
-
-    @bp.get("/api/history/<int:entry_id>")
-    def api_history_get(entry_id: int):
-        e = history.get(need_client(), entry_id)
-        if e is None:
-            raise WebError(404, "not_found", f"history entry {entry_id} not found")
-        return jsonify(entry_json(e, full=True))
-
-    @bp.delete("/api/history/<int:entry_id>")
-    def api_history_delete(entry_id: int):
-        if history.delete(need_client(), entry_id) == 0:
-            raise WebError(404, "not_found", f"history entry {entry_id} not found")
-        return jsonify({"deleted": 1})
-
-    @bp.get("/api/history/<int:entry_id>/media")
-    def api_history_media(entry_id: int):
-        m = history.media(need_client(), entry_id)
-        if m is None:
-            raise WebError(404, "not_found", "the original file was not kept")
-        path, name, mime = m
-        # Always a download, never rendered inline: the bytes are the user's upload, not ours.
-        return send_file(path, mimetype=mime, as_attachment=True, download_name=name, max_age=0)
-
+    bp.record_once(partial(_install, WebState.build(engine, config)))
+    bp.before_request(_same_origin_only)
+    bp.after_request(_headers)
+    bp.register_error_handler(HttpError, _web_error)
+    bp.register_error_handler(RequestEntityTooLarge, _too_large)
+    bp.register_error_handler(HTTPException, _http)
+    for rule, method, view in _ROUTES:
+        bp.add_url_rule(rule, view_func=view, methods=[method])
     return bp
 
 
-def _options(form) -> dict:
-    """Video sampling options from the form; a bad value is the user's error (400), not a crash."""
-    out: dict = {}
+# -- cross-cutting ---------------------------------------------------------------------------------------------
+def client_id(create: bool = False) -> str | None:
+    """The browser's random history key; a new one (set by :func:`_headers`) only when it will hold data."""
+    cid = request.cookies.get(COOKIE, "")
+    if _CLIENT_RE.match(cid):
+        return cid
+    if not create:
+        return None
+    g.new_client = secrets.token_urlsafe(24)
+    return g.new_client
+
+
+def need_client() -> str:
+    cid = client_id()
+    if cid is None:
+        raise WebError(404, "not_found", "no history for this browser yet")
+    return cid
+
+
+def _same_origin_only() -> None:
+    """State changes only from our own pages: a cross-site form or fetch must not analyse or delete."""
+    if request.method in ("GET", "HEAD", "OPTIONS"):
+        return None
+    site = request.headers.get("Sec-Fetch-Site")
+    origin = request.headers.get("Origin")
+    if (site and site not in ("same-origin", "none")) or (origin and urlsplit(origin).netloc != request.host):
+        raise WebError(403, "forbidden", "cross-site requests are not allowed")
+    return None
+
+
+def _headers(resp: Response) -> Response:
+    if g.get("new_client"):
+        resp.set_cookie(
+            COOKIE,
+            g.new_client,
+            max_age=2 * 365 * 86400,
+            httponly=True,
+            samesite="Strict",
+            secure=request.is_secure,
+        )
+    resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+    resp.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path.startswith("/api/"):
+        resp.headers.setdefault("Cache-Control", "no-store")
+    if resp.mimetype == "text/html":
+        resp.headers["Content-Security-Policy"] = CSP
+        resp.headers["X-Frame-Options"] = "DENY"
+    return resp
+
+
+def _web_error(e: HttpError) -> tuple[Response, int]:
+    return jsonify(error_json(e)), e.status
+
+
+def _too_large(_e: RequestEntityTooLarge) -> tuple[Response, int]:
+    limit = _web().limits["video_bytes"]
+    return jsonify(
+        {
+            "error": f"the upload is larger than the limit of {limit} bytes",
+            "code": "too_large",
+            "limit": limit,
+            "size": request.content_length,
+        }
+    ), 413
+
+
+def _http(e: HTTPException) -> tuple[Response, int]:
+    return jsonify({"error": e.description or e.name, "code": "http"}), e.code or 500
+
+
+# -- page shell ------------------------------------------------------------------------------------------------
+def index() -> Response:
+    resp = send_file(STATIC_DIR / "index.html", mimetype="text/html", max_age=0)
+    resp.headers["Cache-Control"] = "no-cache"
+    return resp
+
+
+def service_worker() -> Response:
+    """Served from ``/`` (not /assets/) with the app's version stamped in, so it may control every page."""
+    return Response(
+        _web().sw_source,
+        mimetype="text/javascript",
+        headers={"Cache-Control": "no-cache", "Service-Worker-Allowed": "/"},
+    )
+
+
+def manifest() -> Response:
+    return send_file(STATIC_DIR / "manifest.webmanifest", mimetype="application/manifest+json", max_age=0)
+
+
+def favicon() -> Response:
+    return send_file(STATIC_DIR / "icons" / "icon-192.png", mimetype="image/png", max_age=86400)
+
+
+# -- info ------------------------------------------------------------------------------------------------------
+def api_config() -> Response:
+    st = _web()
+    engine, config = st.engine, st.config
+    return jsonify(
+        {
+            "version": __version__,
+            "app_version": st.version,
+            "limits": st.limits,
+            "fps": config.fps,
+            "every_frame": config.every_frame,
+            "max_frames": config.max_frames,
+            "threshold": engine.threshold,
+            "band": list(engine.band) if engine.band else None,
+            "model": engine.classifier.name,
+        }
+    )
+
+
+def api_model() -> Response:
+    return jsonify(model_details(_web().engine))
+
+
+# -- analyse ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Upload:
+    """One admitted upload on its way into a background job."""
+
+    stream: IO[bytes]
+    name: str
+    kind: str
+    size: int
+    opts: dict[str, Any]
+    keep: bool
+    mime: str | None
+
+
+def api_analyze() -> tuple[Response, int]:
+    """Admit the upload and answer at once (202); the page polls the job for progress and the result."""
+    st = _web()
+    f, name = uploaded_file(request.files, "upload")
+    stream = f.stream
+    f.stream = io.BytesIO()  # the job owns the upload now; the request's cleanup must not close it
+    release: list[Callable[[], None]] = [stream.close]
     try:
-        if form.get("fps"):
-            out["fps"] = float(form["fps"])
-        if form.get("max_frames"):
-            out["max_frames"] = int(form["max_frames"])
-    except ValueError as e:
-        raise WebError(400, "bad_option", f"bad option: {e}") from e
-    if "fps" in out and not (0 < out["fps"] <= 60):
-        raise WebError(400, "bad_option", "fps must be between 0 and 60")
-    if "max_frames" in out and out["max_frames"] < 1:
-        raise WebError(400, "bad_option", f"max_frames must be >= 1, got {out['max_frames']}")
-    if form.get("every_frame", "").lower() in ("1", "true", "on", "yes"):
-        out["every_frame"] = True
-    return out
+        up = _admit_upload(st, f, stream, name)
+        _reserve(st, up.kind, release)
+        client = client_id(create=True)
+        assert client is not None
+        # the job closes the stream itself; it releases the rest when it ends
+        done = partial(_release_all, release[1:])
+        job = st.jobs.start(client, name, up.kind, partial(_work, st, client, up), stream, done)
+    except BaseException:
+        _release_all(release)
+        raise
+    return jsonify(job.view()), 202
+
+
+def _admit_upload(st: WebState, f: FileStorage, stream: IO[bytes], name: str) -> _Upload:
+    """Everything that can be refused before a slot is taken: the media kind, its size, the form."""
+    size = stream_size(stream)
+    try:
+        kind = media_kind(stream, name=name)
+    except MediaError as e:
+        raise WebError(400, "unsupported" if size else "empty", str(e)) from e
+    check_size(name, kind, size, kind_limit(kind, st.config))
+    opts = form_sampling(request.form)
+    keep = flag(request.form.get("keep"), FORM_TRUE_WORDS)
+    mime = f.mimetype if _MIME_RE.match(f.mimetype or "") else None
+    return _Upload(stream, name, kind, size, opts, keep, mime)
+
+
+def _reserve(st: WebState, kind: str, release: list[Callable[[], None]]) -> None:
+    """Take the slots the job holds until it ends; each one taken is appended to ``release``."""
+    if not st.slots.acquire(blocking=False):
+        raise WebError(503, "busy", "server busy: too many analyses in progress; retry in a moment")
+    release.append(st.slots.release)
+    if kind == "video":
+        if not st.engine.uploads.acquire(blocking=False):
+            raise WebError(503, "busy", f"server busy: {st.config.max_uploads} video uploads in progress")
+        release.append(st.engine.uploads.release)
+    inflight = current_app.extensions.get("deepguard.inflight")
+    if inflight is not None:  # a drain waits for background analyses too, not only for requests
+        inflight.add(1)
+        release.append(partial(inflight.add, -1))
+
+
+def _release_all(release: list[Callable[[], None]]) -> None:
+    for r in reversed(release):
+        r()
+
+
+def _work(st: WebState, client: str, up: _Upload, job: Job) -> dict:
+    """The job's body, in its own thread (no app context: everything it needs comes as arguments)."""
+    budget = Budget(st.config.request_budget_s, job.cancelled)
+    try:
+        with st.engine.finishing():  # an accepted analysis finishes during a drain (grace)
+            res = analyze_upload(
+                st.engine,
+                up.stream,
+                up.name,
+                up.kind,
+                cancelled=budget,
+                on_total=partial(setattr, job, "total"),
+                progress=partial(setattr, job, "done"),
+                **up.opts,
+            )
+    except Cancelled as e:
+        raise budget.explain(e, up.name) from e
+    entry_id = st.history.add(
+        client,
+        res.data,
+        name=up.name,
+        size=up.size,
+        preview=res.preview,
+        thumb=res.thumb,
+        media=up.stream if up.keep else None,
+        media_type=up.mime,
+    )
+    entry = st.history.get(client, entry_id)
+    assert entry is not None
+    return entry_json(entry, full=True)
+
+
+def _job(job_id: str) -> Job:
+    job = _web().jobs.get(job_id, need_client())
+    if job is None:
+        raise WebError(404, "not_found", "no such analysis")
+    return job
+
+
+def api_job(job_id: str) -> Response:
+    return jsonify(_job(job_id).view())
+
+
+def api_job_cancel(job_id: str) -> Response:
+    job = _job(job_id)
+    job.cancel = True
+    return jsonify(job.view())
+
+
+# -- history ---------------------------------------------------------------------------------------------------
+def api_history() -> Response:
+    cid = client_id()
+    if cid is None:
+        return jsonify({"items": [], "more": False, "total": 0})
+    history = _web().history
+    before = request.args.get("before", type=int)
+    items, more = history.list(cid, PAGE_SIZE, before)
+    return jsonify({"items": [entry_json(e) for e in items], "more": more, "total": history.count(cid)})
+
+
+def api_history_clear() -> Response:
+    cid = client_id()
+    return jsonify({"deleted": _web().history.delete(cid) if cid else 0})
+
+
+def api_history_get(entry_id: int) -> Response:
+    e = _web().history.get(need_client(), entry_id)
+    if e is None:
+        raise WebError(404, "not_found", f"history entry {entry_id} not found")
+    return jsonify(entry_json(e, full=True))
+
+
+def api_history_delete(entry_id: int) -> Response:
+    if _web().history.delete(need_client(), entry_id) == 0:
+        raise WebError(404, "not_found", f"history entry {entry_id} not found")
+    return jsonify({"deleted": 1})
+
+
+def api_history_media(entry_id: int) -> Response:
+    m = _web().history.media(need_client(), entry_id)
+    if m is None:
+        raise WebError(404, "not_found", "the original file was not kept")
+    path, name, mime = m
+    # Always a download, never rendered inline: the bytes are the user's upload, not ours.
+    return send_file(path, mimetype=mime, as_attachment=True, download_name=name, max_age=0)
+
+
+#: (rule, method, view); the endpoint is the view's name, as with the ``@bp.get`` decorators.
+_ROUTES: tuple[tuple[str, str, Callable[..., Any]], ...] = (
+    ("/", "GET", index),
+    ("/sw.js", "GET", service_worker),
+    ("/manifest.webmanifest", "GET", manifest),
+    ("/favicon.ico", "GET", favicon),
+    ("/api/config", "GET", api_config),
+    ("/api/model", "GET", api_model),
+    ("/api/analyze", "POST", api_analyze),
+    ("/api/jobs/<job_id>", "GET", api_job),
+    ("/api/jobs/<job_id>", "DELETE", api_job_cancel),
+    ("/api/history", "GET", api_history),
+    ("/api/history", "DELETE", api_history_clear),
+    ("/api/history/<int:entry_id>", "GET", api_history_get),
+    ("/api/history/<int:entry_id>", "DELETE", api_history_delete),
+    ("/api/history/<int:entry_id>/media", "GET", api_history_media),
+)
 
 
 def entry_json(e: Entry, full: bool = False) -> dict:
