@@ -104,6 +104,26 @@ def fuse_members(
     accepts any H, W. ``temperature``: calibration applied to ``prob`` inside the graph (stored as metadata when
     it is not 1). With ``out_path=None`` the checked ModelProto is returned instead of written.
     """
+    temperature, weights = _checked_inputs(members, temperature)
+    parts = _GraphParts(opset)
+    parts.add_input_nodes()
+    prob_names = [
+        parts.add_member(i, src, member_name, opset) for i, (src, _, member_name) in enumerate(members)
+    ]
+    parts.add_head(prob_names, weights, temperature)
+    fused = parts.model(name, len(members))
+    _set_fused_metadata(fused, members, parts.sizes, input_size, temperature)
+    _check_fused(fused)
+    if out_path is None:
+        return fused
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(fused, str(out))
+    return out
+
+
+def _checked_inputs(members: Sequence[Member], temperature: float) -> tuple[float, np.ndarray]:
+    """The temperature as a float and the member weights, or a :class:`ModelError` saying what is wrong."""
     if not members:
         raise ModelError("fuse_members: no members given")
     temperature = float(temperature)
@@ -112,57 +132,80 @@ def fuse_members(
     weights = np.array([float(w) for _, w, _ in members], dtype=np.float64)
     if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
         raise ModelError(f"fuse_members: weights must be >= 0 with a positive sum, got {weights.tolist()}")
+    return temperature, weights
 
-    nodes: list[onnx.NodeProto] = []
-    inits: list[onnx.TensorProto] = []
-    value_info: list[onnx.ValueInfoProto] = []
-    functions: list[onnx.FunctionProto] = []
-    opsets: dict[str, int] = {"": opset}
-    ir_version = 8  # opset 17 needs IR >= 8
-    f = FUSE_PREFIX
 
-    def const(tensor_name: str, array: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(array, tensor_name))
+class _GraphParts:
+    """What the fused graph is assembled from: nodes, initialisers, value infos, functions and opsets,
+    collected member by member in fusion order."""
+
+    def __init__(self, opset: int) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.value_info: list[onnx.ValueInfoProto] = []
+        self.functions: list[onnx.FunctionProto] = []
+        self.opsets: dict[str, int] = {"": opset}
+        self.ir_version = 8  # opset 17 needs IR >= 8
+        self.resized: dict[int, str] = {}  # member input size -> resized image tensor
+        self.used: set[str] = set()  # member name prefixes already taken
+        self.sizes: list[int] = []  # each member's input size, in fusion order
+
+    def const(self, tensor_name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(array, tensor_name))
         return tensor_name
 
-    nodes.append(
-        helper.make_node("Cast", [INPUT_NAME], [f + "image_f32"], to=TensorProto.FLOAT, name=f + "cast")
-    )
-    nodes.append(helper.make_node("Shape", [INPUT_NAME], [f + "batch"], start=0, end=1, name=f + "batch"))
-    shape_n1 = const(f + "shape_n1", np.array([-1, 1], np.int64))  # member logit [N,1] or [N] -> [N,1]
-    resized: dict[int, str] = {}
-    prob_names: list[str] = []
-    used: set[str] = set()
-    meta_members = []
+    def add_input_nodes(self) -> None:
+        """Cast the uint8 image to float and take the batch size (for each resize's target shape)."""
+        f = FUSE_PREFIX
+        self.nodes.append(
+            helper.make_node("Cast", [INPUT_NAME], [f + "image_f32"], to=TensorProto.FLOAT, name=f + "cast")
+        )
+        self.nodes.append(
+            helper.make_node("Shape", [INPUT_NAME], [f + "batch"], start=0, end=1, name=f + "batch")
+        )
+        self.const(f + "shape_n1", np.array([-1, 1], np.int64))  # member logit [N,1] or [N] -> [N,1]
 
-    for i, (src, weight, member_name) in enumerate(members):
+    def add_member(self, i: int, src, member_name: str, opset: int) -> str:
+        """Splice member ``i`` in (prefixed, fed by the resize to its size); returns its probability tensor."""
+        f = FUSE_PREFIX
         where = str(src) if not isinstance(src, onnx.ModelProto) else f"member {member_name!r}"
         model = load_onnx(src)
         size = member_input_size(model, where)
-        if _opset(model) != opset:
-            try:
-                model = onnx.version_converter.convert_version(model, opset)
-            except Exception as exc:
-                raise ModelError(
-                    f"{where}: cannot convert member from opset {_opset(model)} to {opset} ({exc})"
-                ) from exc
-        prefix = f"m{i}_{safe_name(member_name)}/"
-        while prefix in used:
-            prefix = "_" + prefix
-        used.add(prefix)
-        model = onnx.compose.add_prefix(model, prefix)
+        model = onnx.compose.add_prefix(_at_opset(model, opset, where), self._prefix(i, member_name))
         inits_set = {t.name for t in model.graph.initializer}
         m_in = next(x.name for x in model.graph.input if x.name not in inits_set)
         m_out = model.graph.output[0].name
+        image = self._resized(size)
+        for node in model.graph.node:
+            for k, x in enumerate(node.input):
+                if x == m_in:
+                    node.input[k] = image
+            _rename_in_subgraphs(node, m_in, image)
+        self._absorb(model)
+        flat = f + f"logit_{i}"
+        self.nodes.append(helper.make_node("Reshape", [m_out, f + "shape_n1"], [flat], name=f + f"flat_{i}"))
+        self.nodes.append(helper.make_node("Sigmoid", [flat], [f + f"prob_{i}"], name=f + f"sigmoid_{i}"))
+        self.sizes.append(size)
+        return f + f"prob_{i}"
 
-        if size not in resized:
-            sizes = const(f + f"size_{size}", np.array([size, size, 3], np.int64))
-            nodes.append(
+    def _prefix(self, i: int, member_name: str) -> str:
+        prefix = f"m{i}_{safe_name(member_name)}/"
+        while prefix in self.used:
+            prefix = "_" + prefix
+        self.used.add(prefix)
+        return prefix
+
+    def _resized(self, size: int) -> str:
+        """The float image resized to ``size`` (one Resize per distinct member size)."""
+        f = FUSE_PREFIX
+        if size not in self.resized:
+            sizes = self.const(f + f"size_{size}", np.array([size, size, 3], np.int64))
+            self.nodes.append(
                 helper.make_node(
                     "Concat", [f + "batch", sizes], [f + f"shape_{size}"], axis=0, name=f + f"shape_{size}"
                 )
             )
-            nodes.append(
+            self.nodes.append(
                 helper.make_node(
                     "Resize",
                     [f + "image_f32", "", "", f + f"shape_{size}"],
@@ -172,53 +215,76 @@ def fuse_members(
                     name=f + f"resize_{size}",
                 )
             )
-            resized[size] = f + f"image_{size}"
-        for node in model.graph.node:
-            for k, x in enumerate(node.input):
-                if x == m_in:
-                    node.input[k] = resized[size]
-            _rename_in_subgraphs(node, m_in, resized[size])
-        nodes.extend(model.graph.node)
-        inits.extend(model.graph.initializer)
-        value_info.extend(model.graph.value_info)
-        functions.extend(model.functions)
+            self.resized[size] = f + f"image_{size}"
+        return self.resized[size]
+
+    def _absorb(self, model: onnx.ModelProto) -> None:
+        """Take over a prefixed member's nodes, initialisers, value infos, functions, opsets and IR version."""
+        self.nodes.extend(model.graph.node)
+        self.inits.extend(model.graph.initializer)
+        self.value_info.extend(model.graph.value_info)
+        self.functions.extend(model.functions)
         for o in model.opset_import:
             if o.domain not in ("", "ai.onnx"):
-                opsets[o.domain] = max(opsets.get(o.domain, 0), o.version)
-        ir_version = max(ir_version, model.ir_version)
+                self.opsets[o.domain] = max(self.opsets.get(o.domain, 0), o.version)
+        self.ir_version = max(self.ir_version, model.ir_version)
 
-        flat = f + f"logit_{i}"
-        nodes.append(helper.make_node("Reshape", [m_out, shape_n1], [flat], name=f + f"flat_{i}"))
-        nodes.append(helper.make_node("Sigmoid", [flat], [f + f"prob_{i}"], name=f + f"sigmoid_{i}"))
-        prob_names.append(f + f"prob_{i}")
-        meta_members.append({"name": str(member_name), "weight": float(weight), "input_size": size})
+    def add_head(self, prob_names: list[str], weights: np.ndarray, temperature: float) -> None:
+        """``member_probs`` and their weighted mean ``prob`` (temperature-scaled when T != 1)."""
+        f = FUSE_PREFIX
+        self.nodes.append(
+            helper.make_node("Concat", prob_names, [MEMBER_PROBS_NAME], axis=1, name=f + "member_probs")
+        )
+        w = self.const(f + "weights", (weights / weights.sum()).astype(np.float32))
+        mean = PROB_NAME if temperature == 1.0 else f + "prob_uncalibrated"
+        self.nodes.append(
+            helper.make_node("MatMul", [MEMBER_PROBS_NAME, w], [mean], name=f + "weighted_mean")
+        )
+        if temperature != 1.0:
+            self.nodes.extend(_temperature_nodes(mean, PROB_NAME, temperature, self.const))
 
-    nodes.append(helper.make_node("Concat", prob_names, [MEMBER_PROBS_NAME], axis=1, name=f + "member_probs"))
-    w = const(f + "weights", (weights / weights.sum()).astype(np.float32))
-    mean = PROB_NAME if temperature == 1.0 else f + "prob_uncalibrated"
-    nodes.append(helper.make_node("MatMul", [MEMBER_PROBS_NAME, w], [mean], name=f + "weighted_mean"))
-    if temperature != 1.0:
-        nodes.extend(_temperature_nodes(mean, PROB_NAME, temperature, const))
+    def model(self, name: str, m: int) -> onnx.ModelProto:
+        """The fused ModelProto: uint8 ``image`` [N,H,W,3] in, ``prob`` [N] and ``member_probs`` [N,m] out."""
+        graph = helper.make_graph(
+            self.nodes,
+            name,
+            [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", "H", "W", 3])],
+            [
+                helper.make_tensor_value_info(PROB_NAME, TensorProto.FLOAT, ["N"]),
+                helper.make_tensor_value_info(MEMBER_PROBS_NAME, TensorProto.FLOAT, ["N", m]),
+            ],
+            initializer=self.inits,
+            value_info=self.value_info,
+        )
+        fused = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid(d, v) for d, v in self.opsets.items()],
+            producer_name="deepguard.convert",
+            functions=self.functions,
+        )
+        fused.ir_version = self.ir_version
+        return fused
 
-    m = len(members)
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, ["N", "H", "W", 3])],
-        [
-            helper.make_tensor_value_info(PROB_NAME, TensorProto.FLOAT, ["N"]),
-            helper.make_tensor_value_info(MEMBER_PROBS_NAME, TensorProto.FLOAT, ["N", m]),
-        ],
-        initializer=inits,
-        value_info=value_info,
-    )
-    fused = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()],
-        producer_name="deepguard.convert",
-        functions=functions,
-    )
-    fused.ir_version = ir_version
+
+def _at_opset(model: onnx.ModelProto, opset: int, where: str) -> onnx.ModelProto:
+    """The member converted to the fused graph's opset (unchanged when it already has it)."""
+    if _opset(model) == opset:
+        return model
+    try:
+        return onnx.version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise ModelError(
+            f"{where}: cannot convert member from opset {_opset(model)} to {opset} ({exc})"
+        ) from exc
+
+
+def _set_fused_metadata(
+    fused: onnx.ModelProto, members: Sequence[Member], sizes: list[int], input_size: int, temperature: float
+) -> None:
+    meta_members = [
+        {"name": str(member_name), "weight": float(weight), "input_size": size}
+        for (_, weight, member_name), size in zip(members, sizes, strict=True)
+    ]
     set_metadata(
         fused,
         {
@@ -231,18 +297,15 @@ def fuse_members(
             "temperature": temperature if temperature != 1.0 else None,
         },
     )
+
+
+def _check_fused(fused: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(fused, full_check=True)
     except Exception as exc:
         raise ModelError(
             f"fuse_members: fused graph failed onnx.checker ({type(exc).__name__}: {exc})"
         ) from exc
-    if out_path is None:
-        return fused
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(fused, str(out))
-    return out
 
 
 def _temperature_nodes(src: str, dst: str, temperature: float, const) -> list[onnx.NodeProto]:

@@ -164,117 +164,164 @@ def source_rows(scores, labels, sources, threshold: float, band) -> list[dict] |
 
 
 def evaluate(args: argparse.Namespace) -> str:
-    from tqdm import tqdm
-
     from deepguard.options import detector_from_args
 
     spec = getattr(args, "perturb", None)
     conditions = parse_perturbations(spec) if spec else [CLEAN]  # a bad spec fails before any work
+    samples = _load_samples(args)
+    det = detector_from_args(args)
+    names = [c.name for c in conditions]
+    sc = _score_samples(det, samples, conditions, args.face_crops)
+    thr, band = det.threshold, getattr(det, "band", None)
+    by_condition = {
+        n: _levels(sc.scores[n], sc.labels[n], sc.groups[n], thr, args.source, sc.known[n]) for n in names
+    }
+    levels, keep, g = by_condition[CLEAN.name]
+    clean_scores, clean_labels, errors = sc.scores[CLEAN.name], sc.labels[CLEAN.name], sc.errors[CLEAN.name]
+    by_source = source_rows(clean_scores, clean_labels, sc.sources, thr, band)
+    robustness = _robustness(by_condition, sc.errors, names) if len(conditions) > 1 else None
+    if args.roc:
+        _plot_roc(args, det, [clean_labels[i] for i in keep], [clean_scores[i] for i in keep], g)
+    if args.json:
+        write_json(_json_report(args, det, levels, errors, names, robustness, by_source), args.json)
+    head = (
+        f"model {det.model_name}; {len(samples)} samples; {errors} errors; "
+        f"{levels['frame']['no_face']} frames without a face (excluded)"
+    )
+    text = head + "\n" + format_table(levels)
+    if by_source:
+        text += _per_source_text(by_source, thr, band)
+    if robustness:
+        text += _robustness_text(robustness, by_condition, names)
+    return text
+
+
+def _load_samples(args: argparse.Namespace) -> list[Sample]:
+    """The labelled samples, thinned evenly to ``--limit``."""
     samples = load_labelled(args.source, args.split, args.group_pattern, args.video_column)
     if args.limit and args.limit < len(samples):
         idx = np.linspace(0, len(samples) - 1, args.limit).round().astype(int)
         samples = [samples[i] for i in idx]
-    det = detector_from_args(args)
-    names = [c.name for c in conditions]
-    f_scores: dict[str, list[float | None]] = {n: [] for n in names}
-    f_labels: dict[str, list[int]] = {n: [] for n in names}
-    f_groups: dict[str, list[str]] = {n: [] for n in names}
-    f_sources: list[str | None] = []  # clean condition only (the per-source table)
-    errs = dict.fromkeys(names, 0)
-    per_group = Counter(x.group_key for x in samples)
-    known: dict[str, dict[str, float]] = {n: {} for n in names}
-    if args.face_crops and not any(x.path.suffix.lower() in VIDEO_EXTENSIONS for x in samples):
+    return samples
+
+
+class _Scores:
+    """Per condition: one score (None: no face), label and video id per frame, errors, and the runtime's own
+    score of each single-file video (see :func:`_levels`); the sources are for the clean condition only."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.scores: dict[str, list[float | None]] = {n: [] for n in names}
+        self.labels: dict[str, list[int]] = {n: [] for n in names}
+        self.groups: dict[str, list[str]] = {n: [] for n in names}
+        self.sources: list[str | None] = []  # clean condition only (the per-source table)
+        self.errors = dict.fromkeys(names, 0)
+        self.known: dict[str, dict[str, float]] = {n: {} for n in names}
+
+
+def _score_samples(det, samples: Sequence[Sample], conditions: Sequence[Perturbation], face_crops) -> _Scores:
+    """Score every sample under every condition: crop datasets by the fast path, anything else file by file."""
+    sc = _Scores([c.name for c in conditions])
+    if face_crops and not any(x.path.suffix.lower() in VIDEO_EXTENSIONS for x in samples):
         by = score_face_crops(det.classifier, samples, conditions=conditions)
-        for n in names:
-            f_scores[n] = list(by[n])
-            f_labels[n] = [x.label for x in samples]
-            f_groups[n] = [x.group_key for x in samples]
-        f_sources = [x.source for x in samples]
+        for n in sc.scores:
+            sc.scores[n] = list(by[n])
+            sc.labels[n] = [x.label for x in samples]
+            sc.groups[n] = [x.group_key for x in samples]
+        sc.sources = [x.source for x in samples]
     else:
-        for x in tqdm(samples, desc="evaluate", unit="file", disable=None):
-            if len(conditions) == 1:
-                results = {CLEAN.name: det.analyze(x.path)}
-            else:
-                results = analyze_perturbed(det, x.path, conditions)
-            for n, a in results.items():
-                errs[n] += a.verdict == "error"
-                frames = [fr.score for fr in a.frames] if a.kind == "video" else [a.score]
-                if a.kind == "video" and per_group[x.group_key] == 1 and a.score is not None:
-                    known[n][str(x.group_key)] = a.score
-                f_scores[n] += frames
-                f_labels[n] += [x.label] * len(frames)
-                f_groups[n] += [x.group_key] * len(frames)
-                if n == CLEAN.name:
-                    f_sources += [x.source] * len(frames)
-    thr = det.threshold
-    by_condition = {
-        n: _levels(f_scores[n], f_labels[n], f_groups[n], thr, args.source, known[n]) for n in names
+        _score_files(det, samples, conditions, sc)
+    return sc
+
+
+def _score_files(det, samples: Sequence[Sample], conditions: Sequence[Perturbation], sc: _Scores) -> None:
+    """Analyse each file with the full runtime (detector included) and add its frames to ``sc``."""
+    from tqdm import tqdm
+
+    per_group = Counter(x.group_key for x in samples)
+    for x in tqdm(samples, desc="evaluate", unit="file", disable=None):
+        if len(conditions) == 1:
+            results = {CLEAN.name: det.analyze(x.path)}
+        else:
+            results = analyze_perturbed(det, x.path, conditions)
+        for n, a in results.items():
+            sc.errors[n] += a.verdict == "error"
+            frames = [fr.score for fr in a.frames] if a.kind == "video" else [a.score]
+            if a.kind == "video" and per_group[x.group_key] == 1 and a.score is not None:
+                sc.known[n][str(x.group_key)] = a.score
+            sc.scores[n] += frames
+            sc.labels[n] += [x.label] * len(frames)
+            sc.groups[n] += [x.group_key] * len(frames)
+            if n == CLEAN.name:
+                sc.sources += [x.source] * len(frames)
+
+
+def _robustness(by_condition: dict, errs: dict[str, int], names: Sequence[str]) -> dict[str, list[dict]]:
+    """Frame- and video-level robustness rows, each condition against the clean one."""
+    levels = by_condition[CLEAN.name][0]
+    return {
+        level: [
+            {**robustness_row(n, by_condition[n][0][level], levels[level]), "errors": errs[n]} for n in names
+        ]
+        for level in ("frame", "video")
     }
-    levels, keep, g = by_condition[CLEAN.name]
-    clean_scores, clean_labels, errors = f_scores[CLEAN.name], f_labels[CLEAN.name], errs[CLEAN.name]
-    frame_m = levels["frame"]
-    band = getattr(det, "band", None)
-    by_source = source_rows(clean_scores, clean_labels, f_sources, thr, band)
-    robustness = None
-    if len(conditions) > 1:
-        robustness = {
-            level: [
-                {**robustness_row(n, by_condition[n][0][level], levels[level]), "errors": errs[n]}
-                for n in names
-            ]
-            for level in ("frame", "video")
-        }
-    if args.roc:
-        from deepguard.evaluation.plots import RocSeries, plot_roc
 
-        plot_roc(
-            [clean_labels[i] for i in keep],
-            [clean_scores[i] for i in keep],
-            args.roc,
-            title=f"ROC: {Path(args.source).name} ({det.model_name})",
-            name="frames",
-            more=[RocSeries("videos", g.labels, g.scores)],
-        )
-    if args.json:
-        write_json(
-            {
-                "model": det.model_name,
-                "source": str(args.source),
-                "split": args.split,
-                "levels": levels,
-                "errors": errors,
-                **({"perturb": names[1:], "robustness": robustness} if robustness else {}),
-                **(
-                    {
-                        "per_source": by_source,
-                        "threshold": thr,
-                        "uncertain_band": list(band) if band is not None else None,
-                    }
-                    if by_source
-                    else {}
-                ),
-            },
-            args.json,
-        )
-    head = (
-        f"model {det.model_name}; {len(samples)} samples; {errors} errors; "
-        f"{frame_m['no_face']} frames without a face (excluded)"
+
+def _plot_roc(
+    args: argparse.Namespace, det, labels: list[int], scores: list[float], g: GroupedScores
+) -> None:
+    from deepguard.evaluation.plots import RocSeries, plot_roc
+
+    plot_roc(
+        labels,
+        scores,
+        args.roc,
+        title=f"ROC: {Path(args.source).name} ({det.model_name})",
+        name="frames",
+        more=[RocSeries("videos", g.labels, g.scores)],
     )
-    text = head + "\n" + format_table(levels)
-    if by_source:
-        from deepguard.evaluation.by_source import format_per_source
 
-        rule = (
-            f"real < {band[0]:.4g} <= uncertain < {band[1]:.4g} <= fake"
-            if band is not None
-            else f"real < {thr:.4g} <= fake"
-        )
-        text += f"\n\nper source, frame level ({rule}):\n" + format_per_source(by_source)
-    if robustness:
-        text += (
-            "\n\nrobustness, frame level (each perturbation applied to the decoded media before face "
-            "detection/cropping):\n" + format_robustness(robustness["frame"])
-        )
-        if any(by_condition[n][0]["video"]["n"] != by_condition[n][0]["frame"]["n"] for n in names):
-            text += "\n\nrobustness, video level:\n" + format_robustness(robustness["video"])
+
+def _json_report(
+    args: argparse.Namespace, det, levels: dict, errors: int, names, robustness, by_source
+) -> dict:
+    """What ``--json`` writes."""
+    band = getattr(det, "band", None)
+    return {
+        "model": det.model_name,
+        "source": str(args.source),
+        "split": args.split,
+        "levels": levels,
+        "errors": errors,
+        **({"perturb": names[1:], "robustness": robustness} if robustness else {}),
+        **(
+            {
+                "per_source": by_source,
+                "threshold": det.threshold,
+                "uncertain_band": list(band) if band is not None else None,
+            }
+            if by_source
+            else {}
+        ),
+    }
+
+
+def _per_source_text(by_source: list[dict], thr: float, band) -> str:
+    from deepguard.evaluation.by_source import format_per_source
+
+    rule = (
+        f"real < {band[0]:.4g} <= uncertain < {band[1]:.4g} <= fake"
+        if band is not None
+        else f"real < {thr:.4g} <= fake"
+    )
+    return f"\n\nper source, frame level ({rule}):\n" + format_per_source(by_source)
+
+
+def _robustness_text(robustness: dict[str, list[dict]], by_condition: dict, names: Sequence[str]) -> str:
+    """The frame-level robustness table, and the video-level one when videos group frames of any condition."""
+    text = (
+        "\n\nrobustness, frame level (each perturbation applied to the decoded media before face "
+        "detection/cropping):\n" + format_robustness(robustness["frame"])
+    )
+    if any(by_condition[n][0]["video"]["n"] != by_condition[n][0]["frame"]["n"] for n in names):
+        text += "\n\nrobustness, video level:\n" + format_robustness(robustness["video"])
     return text

