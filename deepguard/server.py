@@ -44,8 +44,21 @@ class Server:
 
     # -- start ----------------------------------------------------------------------------------------------
     def start(self) -> Server:
+        self._build_grpc()
+        self._bind_grpc()
+        self._start_grpc()
+        self._start_rest()
+        self._start_metrics_http()
+        self._log_serving()
+        return self
+
+    def _build_grpc(self) -> None:
+        """The engine and the gRPC server with its services, not yet bound.
+
+        The imports come first, so a missing package fails before the engine (and its batcher threads) exists.
+        """
         import grpc
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_health.v1 import health, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
         from deepguard.proto import deepguard_pb2 as pb
@@ -61,15 +74,10 @@ class Server:
         # Every admitted call gets a thread (a stream holds one for its lifetime); calls beyond the limit are
         # refused by gRPC with RESOURCE_EXHAUSTED instead of queueing without bound.
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_concurrent_rpcs + 4, thread_name_prefix="grpc")
-        options = [
-            ("grpc.max_receive_message_length", cfg.max_message_bytes),
-            ("grpc.max_send_message_length", max(cfg.max_message_bytes, 64 * MiB)),
-            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
-        ]
         self._grpc = grpc.server(
             self._pool,
             interceptors=[TokenAuthInterceptor(cfg.token)] if cfg.token else [],
-            options=options,
+            options=_grpc_options(cfg),
             maximum_concurrent_rpcs=cfg.max_concurrent_rpcs,
         )
         add_service(
@@ -85,6 +93,12 @@ class Server:
             ),
             self._grpc,
         )
+
+    def _bind_grpc(self) -> None:
+        """Bind the gRPC port (TLS when configured); an address that cannot be bound closes the engine."""
+        import grpc
+
+        cfg = self.config
         addr = grpc_address(cfg.host, cfg.port)
         try:
             if cfg.tls:
@@ -97,16 +111,25 @@ class Server:
         except RuntimeError as e:
             self.engine.close()
             raise ConfigError(f"cannot bind gRPC to {addr}: {e}") from e
+
+    def _start_grpc(self) -> None:
+        from grpc_health.v1 import health_pb2
+
         self._grpc.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
+    def _start_rest(self) -> None:
+        cfg = self.config
         self._rest = None
         if cfg.rest_port is not None:
             from deepguard.rest import RestServer
 
             self._rest = RestServer(self.engine, self.metrics, cfg).start()
             self.rest_port = self._rest.port
+
+    def _start_metrics_http(self) -> None:
+        cfg = self.config
         self._metrics_http = None
         if cfg.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -119,6 +142,9 @@ class Server:
                 keyfile=cfg.tls_key,
             )
             self.metrics_port = self._metrics_http.server_port
+
+    def _log_serving(self) -> None:
+        cfg = self.config
         log.info(
             "serving %s on %s",
             self.engine.classifier.name,
@@ -137,7 +163,6 @@ class Server:
                 "max_wait_ms": cfg.max_wait_ms,
             },
         )
-        return self
 
     # -- stop -------------------------------------------------------------------------------------------------
     def stop(self, grace: float | None = None) -> None:
@@ -165,6 +190,14 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_send_message_length", max(cfg.max_message_bytes, 64 * MiB)),
+        ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+    ]
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from deepguard.models.members import EDGE_HEAD
 from deepguard.training.data import CropSet
 from deepguard.training.sources import load_sources
 from deepguard.training.train import TrainConfig, train_member
+
+if TYPE_CHECKING:
+    from deepguard.convert.calibrate import Calibration
 
 EDGE_MEMBERS = ("mobilenet_v2", "efficientnet_lite0")
 #: Share of each batch's fake half made of self-blended real faces (the rest: swap and synthetic fakes, see
@@ -331,10 +335,7 @@ def build_default_model(
     Calibration follows the false-alarm rule (:func:`deepguard.convert.calibrate.calibrate` with sources): the
     "fake" cut is the lowest score at which no real validation source has more than 5 % of its faces called fake.
     """
-    from sklearn.metrics import roc_auc_score
-
     from deepguard.convert.calibrate import calibrate
-    from deepguard.convert.ensemble import build_ensemble
 
     t_build = time.time()
     run_dir = Path(run_dir)
@@ -348,11 +349,38 @@ def build_default_model(
     weights = choose_weights(logits, val.labels, val.sources)
     cal = calibrate(fused_val_probs(logits, weights), val.labels, sources=val.sources)
     cal_meta = cal.metadata()  # the stored (rounded) values are used below
-    threshold = cal_meta["threshold"]
-    band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
+    res = _fuse(run_dir, summaries, weights, cal_meta, train, val, input_size)
+    summary = {
+        **_measured_summary(res, members, logits, weights, cal, cal_meta, val, dfdc, cache_dir),
+        "recipe": _recipe(data, sbi_fraction, input_size, summaries),
+        "train_seconds": train_seconds,
+        "build_seconds": round(time.time() - t_build, 1),
+        "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},
+    }
+    loso = run_dir / "loso" / "loso.json"
+    if loso.exists():  # written by `deepguard loso --out RUN/loso`; the card carries it when present
+        summary["loso"] = json.loads(loso.read_text())
+    if install:
+        _install(summary, res, val)
+    (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _fuse(
+    run_dir: Path,
+    summaries: dict,
+    weights: list[float],
+    cal_meta: dict[str, float],
+    train: CropSet,
+    val: CropSet,
+    input_size: int,
+) -> dict:
+    """One ONNX graph per precision from the Keras members, INT8 calibrated on 512 training crops (seed 0)."""
+    from deepguard.convert.ensemble import build_ensemble
+
     rng = np.random.default_rng(0)
     calib = np.asarray(train.images[np.sort(rng.choice(len(train.labels), 512, replace=False))])
-    res = build_ensemble(
+    return build_ensemble(
         [(summaries[a]["keras"], w, a) for a, w in zip(summaries, weights, strict=True)],
         run_dir / "onnx",
         calibration_crops=calib,
@@ -367,10 +395,28 @@ def build_default_model(
         },
         input_size=input_size,
     )
+
+
+def _measured_summary(
+    res: dict,
+    members: dict,
+    logits: dict[str, np.ndarray],
+    weights: list[float],
+    cal: Calibration,
+    cal_meta: dict[str, float],
+    val: CropSet,
+    dfdc: CropSet | None,
+    cache_dir: Path,
+) -> dict:
+    """The summary up to ``real_photos``: weights and calibration, then what was measured on the fused graphs."""
+    from sklearn.metrics import roc_auc_score
+
+    threshold = cal_meta["threshold"]
+    band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
     sc = _scored(res, val, dfdc, threshold, band)
     robustness, probe = _robustness_and_probe(res, dfdc or val, val, cache_dir, threshold)
-    summary = {
-        "weights": dict(zip(summaries, weights, strict=True)),
+    return {
+        "weights": dict(zip(members["members"], weights, strict=True)),
         "threshold": threshold,
         "calibration": {**cal.to_dict(), "stored": cal_meta, "onnx_val": sc["graded"]},
         "val": sc["metrics"],
@@ -384,23 +430,17 @@ def build_default_model(
         "robustness_fp32": robustness["fp32"],
         "self_blend_probe": probe,
         "real_photos": real_photo_scores(res["int8"]),
-        "recipe": {
-            "data": [str(d) for d in data],
-            "sbi_fraction": sbi_fraction,
-            "input_size": input_size,
-            "schedule": {a: _schedule(m) for a, m in summaries.items()},
-        },
-        "train_seconds": train_seconds,
-        "build_seconds": round(time.time() - t_build, 1),
-        "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},
     }
-    loso = run_dir / "loso" / "loso.json"
-    if loso.exists():  # written by `deepguard loso --out RUN/loso`; the card carries it when present
-        summary["loso"] = json.loads(loso.read_text())
-    if install:
-        _install(summary, res, val)
-    (run_dir / "default_model.json").write_text(json.dumps(summary, indent=2, default=str))
-    return summary
+
+
+def _recipe(data: Sequence[str | Path], sbi_fraction: float | None, input_size: int, summaries: dict) -> dict:
+    """How the model was made: data roots, self-blend share, input size, and each member's schedule."""
+    return {
+        "data": [str(d) for d in data],
+        "sbi_fraction": sbi_fraction,
+        "input_size": input_size,
+        "schedule": {a: _schedule(m) for a, m in summaries.items()},
+    }
 
 
 def train_default(

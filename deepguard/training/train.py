@@ -143,68 +143,17 @@ def train_member(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     best_path = out_dir / f"{cfg.arch}.keras"
-    model = build_member(cfg)
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg.lr),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[
-            keras.metrics.AUC(from_logits=True, name="auc"),
-            keras.metrics.BinaryAccuracy(threshold=0.0, name="acc"),
-        ],
-    )
+    model = _compiled_member(cfg)
     ds_train, ds_val = make_datasets(train, val, cfg, points, valid)
     steps = cfg.steps_per_epoch or int(np.ceil(len(train.labels) / cfg.batch_size))
     t0 = time.time()
-
-    class TimeBudget(keras.callbacks.Callback):
-        """Stop before an epoch that would overrun the wall-clock budget (the 2-core machine is the limit)."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            el = time.time() - t0
-            if cfg.time_budget_s and el / (epoch + 1) * (epoch + 2) > cfg.time_budget_s:
-                self.model.stop_training = True
-
-    class CosineByProgress(keras.callbacks.Callback):
-        """Set the rate per batch from the share of the run done (time budget or step count, whichever is ahead)."""
-
-        def __init__(self):
-            super().__init__()
-            self.step = 0
-
-        def on_train_batch_begin(self, batch, logs=None):
-            by_steps = self.step / max(cfg.epochs * steps, 1)
-            by_time = (time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else 0.0
-            lr = lr_at(max(by_steps, by_time), cfg.lr, cfg.warmup)
-            self.model.optimizer.learning_rate.assign(lr)
-            self.step += 1
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is not None:
-                logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
-
-    # Early stopping belongs to the plateau schedule. Under the cosine schedule validation AUC is noisy while the rate
-    # is high (flat for epochs 7-8 of the first 5e-4 run, one epoch short of a 3-epoch patience) and the gains come late,
-    # as it anneals, so the budget (or ``epochs``) ends the run; the best checkpoint is still the one kept.
-    stopper = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience)]
-    if cfg.schedule == "cosine":
-        stopper = []
-        rate = CosineByProgress()
-    elif cfg.schedule == "plateau":
-        rate = keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=1)
-    else:
-        raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r} (plateau or cosine)")
     hist = model.fit(
         ds_train,
         steps_per_epoch=steps,
         epochs=cfg.epochs,
         validation_data=ds_val,
         verbose=2,
-        callbacks=[
-            keras.callbacks.ModelCheckpoint(best_path, monitor="val_auc", mode="max", save_best_only=True),
-            rate,
-            TimeBudget(),
-            *stopper,
-        ],
+        callbacks=_callbacks(cfg, best_path, steps, t0),
     )
     best = keras.models.load_model(best_path)
     logits = predict_logits(best, val.images)
@@ -224,3 +173,80 @@ def train_member(
     (out_dir / f"{cfg.arch}.train.json").write_text(json.dumps(summary, indent=2))
     del tf
     return summary
+
+
+def _compiled_member(cfg: TrainConfig):
+    """The member, compiled for logits: Adam at ``cfg.lr``, binary cross-entropy, AUC and accuracy at 0."""
+    import keras
+
+    model = build_member(cfg)
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        metrics=[
+            keras.metrics.AUC(from_logits=True, name="auc"),
+            keras.metrics.BinaryAccuracy(threshold=0.0, name="acc"),
+        ],
+    )
+    return model
+
+
+def _callbacks(cfg: TrainConfig, best_path: Path, steps: int, t0: float) -> list:
+    """Best-val-AUC checkpoint, the rate schedule, the time budget, and early stopping (plateau schedule only)."""
+    import keras
+
+    # Early stopping belongs to the plateau schedule. Under the cosine schedule validation AUC is noisy while the rate
+    # is high (flat for epochs 7-8 of the first 5e-4 run, one epoch short of a 3-epoch patience) and the gains come late,
+    # as it anneals, so the budget (or ``epochs``) ends the run; the best checkpoint is still the one kept.
+    stopper = [keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=cfg.patience)]
+    if cfg.schedule == "cosine":
+        stopper = []
+        rate = _cosine_by_progress(cfg, steps, t0)
+    elif cfg.schedule == "plateau":
+        rate = keras.callbacks.ReduceLROnPlateau(monitor="val_auc", mode="max", factor=0.5, patience=1)
+    else:
+        raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r} (plateau or cosine)")
+    return [
+        keras.callbacks.ModelCheckpoint(best_path, monitor="val_auc", mode="max", save_best_only=True),
+        rate,
+        _time_budget(cfg, t0),
+        *stopper,
+    ]
+
+
+def _time_budget(cfg: TrainConfig, t0: float):
+    import keras
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stop before an epoch that would overrun the wall-clock budget (the 2-core machine is the limit)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            el = time.time() - t0
+            if cfg.time_budget_s and el / (epoch + 1) * (epoch + 2) > cfg.time_budget_s:
+                self.model.stop_training = True
+
+    return TimeBudget()
+
+
+def _cosine_by_progress(cfg: TrainConfig, steps: int, t0: float):
+    import keras
+
+    class CosineByProgress(keras.callbacks.Callback):
+        """Set the rate per batch from the share of the run done (time budget or step count, whichever is ahead)."""
+
+        def __init__(self):
+            super().__init__()
+            self.step = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            by_steps = self.step / max(cfg.epochs * steps, 1)
+            by_time = (time.time() - t0) / cfg.time_budget_s if cfg.time_budget_s else 0.0
+            lr = lr_at(max(by_steps, by_time), cfg.lr, cfg.warmup)
+            self.model.optimizer.learning_rate.assign(lr)
+            self.step += 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(self.model.optimizer.learning_rate.numpy())
+
+    return CosineByProgress()
