@@ -16,6 +16,7 @@ from pathlib import Path
 from deepguard import __version__
 from deepguard.errors import DeepGuardError
 from deepguard.options import add_model_args, add_runtime_args, detector_from_args
+from deepguard.serving.triton import add_export_triton
 
 
 def _media_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_loso(sub)
     _add_convert(sub)
     _add_export_detector(sub)
+    add_export_triton(sub)
     return p
 
 
