@@ -1,8 +1,10 @@
 """End-to-end video: our pipeline vs the origin pipeline on the same 720p clip, in the same run; % of CPU peak.
 
-* every frame: ``Detector(every_frame=True).analyze(clip)`` - decode, detect, crop, classify every face of
-  every frame, aggregate; pipelined (default), serial, and "before" (serial loop with busy-waiting sessions,
-  the runtime before this work);
+* every frame, dense: ``Detector(every_frame=True, rescore_rate=0).analyze(clip)`` - decode, detect, crop,
+  classify every face of every frame, aggregate; pipelined (default), serial, and "before" (serial loop with
+  busy-waiting sessions, the runtime before this work);
+* every frame, stream mode (the default, ``deepguard.runtime.stream``): detect and track every frame, classify
+  each person 5x per second of video; fps, stream / dense in the same run, and their agreement;
 * 1 fps: ``Detector().analyze(clip)`` (the CLI default), reported as seconds of video per second;
 * origin: MTCNN ``detect_faces`` + Keras ``predict`` of Xception and EfficientNetV2-M at 299 on the first face
   of each frame (``deepguard.bench.origin``), interleaved round by round with ours so both see the same load;
@@ -26,7 +28,7 @@ _STATE: dict = {}
 
 @pytest.fixture(scope="module")
 def ours() -> Detector:
-    d = Detector(every_frame=True)
+    d = Detector(every_frame=True, rescore_rate=0)
     _ = d.face_detector
     return d
 
@@ -36,7 +38,7 @@ def pre_issue_detector() -> Detector:
     old = os.environ.get("DEEPGUARD_SPIN")
     os.environ["DEEPGUARD_SPIN"] = "1"
     try:
-        return Detector(every_frame=True, pipeline=False)
+        return Detector(every_frame=True, rescore_rate=0, pipeline=False)
     finally:
         if old is None:
             del os.environ["DEEPGUARD_SPIN"]
@@ -60,6 +62,39 @@ def test_every_frame_pipelined(benchmark, perf, ours, clip) -> None:
     perf.add(SECTION, "faces scored per second", fps * faces, "faces/s")
 
 
+@pytest.fixture(scope="module")
+def stream() -> Detector:
+    d = Detector(every_frame=True)  # stream mode is the default
+    _ = d.face_detector
+    return d
+
+
+def test_every_frame_stream(benchmark, perf, stream, ours, clip) -> None:
+    res = benchmark.pedantic(stream.analyze, args=(clip,), rounds=3, iterations=1, warmup_rounds=1)
+    fps = res.frames_sampled / benchmark.stats.stats.median
+    scored = sum(f.age == 0 for f in res.faces)
+    benchmark.extra_info.update(
+        frames_per_s=round(fps, 2), classified_share=round(scored / len(res.faces), 3)
+    )
+    perf.add(SECTION, "every frame, stream mode (5 re-scores/person/s)", fps, "frames/s", "target >= 100")
+    dense = ours.analyze(clip)
+    dp = {p.id: p.score for p in dense.persons}
+    deltas = [abs(p.score - dp[p.id]) for p in res.persons if p.id in dp]
+    perf.add(SECTION, "stream vs dense: mean |d person score|", float(np.mean(deltas)), "", "target <= 0.02")
+    perf.add(
+        SECTION, "stream vs dense: same video verdict", float(res.verdict == dense.verdict), "", "1 = yes"
+    )
+
+
+def test_stream_vs_dense_interleaved(benchmark, perf, stream, ours, clip) -> None:
+    t = benchmark.pedantic(
+        lambda: interleaved({"dense": lambda: ours.analyze(clip), "stream": lambda: stream.analyze(clip)}, 3),
+        rounds=1,
+        iterations=1,
+    )
+    perf.add(SECTION, "stream / dense fps (interleaved)", median(ratios(t, "dense", "stream")), "x")
+
+
 def test_every_frame_before(benchmark, perf, clip) -> None:
     before = pre_issue_detector()
     res = benchmark.pedantic(before.analyze, args=(clip,), rounds=3, iterations=1, warmup_rounds=1)
@@ -77,7 +112,9 @@ def test_one_fps(benchmark, perf, clip) -> None:
 def test_speedup_interleaved(benchmark, perf, ours, clip) -> None:
     variants = {
         "before": pre_issue_detector(),
-        "serial": Detector(every_frame=True, pipeline=False),  # today's sessions, no pipelining
+        "serial": Detector(
+            every_frame=True, rescore_rate=0, pipeline=False
+        ),  # today's sessions, no pipelining
         "pipelined": ours,
     }
     t = benchmark.pedantic(
@@ -105,8 +142,15 @@ def test_vs_origin(benchmark, perf, ours, clip, clip_frames) -> None:
         pos[0] += 17
         found.extend(s is not None for s in origin.run(clip_frames[k : k + n_origin]))
 
+    stream = Detector(every_frame=True)
+
     def run():
-        return interleaved({"origin": origin_run, "ours": lambda: ours.analyze(clip)}, 3, warmup=0)
+        variants = {
+            "origin": origin_run,
+            "ours": lambda: ours.analyze(clip),
+            "stream": lambda: stream.analyze(clip),
+        }
+        return interleaved(variants, 3, warmup=0)
 
     t = benchmark.pedantic(run, rounds=1, iterations=1)
     origin_fps = n_origin / median(t["origin"])
@@ -123,7 +167,9 @@ def test_vs_origin(benchmark, perf, ours, clip, clip_frames) -> None:
         f"face found in {sum(found)}/{len(found)} frames",
     )
     perf.add("origin baseline (same run)", "ours: every frame, all faces", ours_fps, "frames/s")
-    perf.add("origin baseline (same run)", "ours / origin", ratio, "x", "target >= 80")
+    perf.add("origin baseline (same run)", "ours / origin (dense)", ratio, "x")
+    stream_ratio = median(ratios(t, "origin", "stream", scale=len(clip_frames) / n_origin))
+    perf.add("origin baseline (same run)", "ours stream mode / origin", stream_ratio, "x", "target >= 80")
 
 
 def test_macs_and_peak(perf, ours, clip_frames) -> None:

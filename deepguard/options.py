@@ -21,6 +21,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="intra-op threads (default: one per core)")
 
 
+def _non_negative(text: str) -> float:
+    """argparse type: a float >= 0 (a clear usage error instead of a traceback from the runtime)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--detector", help="face detector: blazeface[:full|:short] (default) or scrfd:PATH.onnx")
@@ -33,6 +44,13 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fps", type=float, default=1.0, help="video frames sampled per second (default 1)")
     g.add_argument("--every-frame", action="store_true", help="score every video frame")
     g.add_argument("--max-frames", type=int, help="at most K frames spread over the video")
+    p.add_argument(
+        "--rescore-rate",
+        type=_non_negative,
+        help="stream mode: re-classify each tracked person R times per second of video (and when it appears "
+        "or its face changes); frames between carry its latest score (0 = every face on every frame; default 5, "
+        "0 for evaluate)",
+    )
 
 
 def detector_from_args(args: argparse.Namespace):
@@ -51,4 +69,5 @@ def detector_from_args(args: argparse.Namespace):
         face_crops=args.face_crops,
         threads=args.threads,
         threshold=args.threshold,
+        **({} if args.rescore_rate is None else {"rescore_rate": args.rescore_rate}),
     )

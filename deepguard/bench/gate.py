@@ -138,9 +138,9 @@ def prep_pipelined_vs_serial(ctx: GateContext) -> Sampler:
     from deepguard.runtime.pipeline import Detector
 
     clip = ctx.clip
-    pipe = Detector(every_frame=True, pipeline=True)
+    pipe = Detector(every_frame=True, rescore_rate=0, pipeline=True)
     serial = Detector(
-        every_frame=True, pipeline=False
+        every_frame=True, rescore_rate=0, pipeline=False
     )  # same session settings: measures the pipelining alone
 
     def sample(rounds: int, slow: dict) -> list[float]:
@@ -162,7 +162,7 @@ def prep_ours_vs_origin(ctx: GateContext) -> Sampler:
     from deepguard.runtime.pipeline import Detector
 
     clip, frames = ctx.clip, ctx.clip_frames
-    ours = Detector(every_frame=True)
+    ours = Detector(every_frame=True, rescore_rate=0)
     origin = OriginPipeline()
     origin.warm_up(frames[0])
     pos = [0]

@@ -169,6 +169,8 @@ def evaluate(args: argparse.Namespace) -> str:
     spec = getattr(args, "perturb", None)
     conditions = parse_perturbations(spec) if spec else [CLEAN]  # a bad spec fails before any work
     samples = _load_samples(args)
+    if getattr(args, "rescore_rate", None) is None:
+        args.rescore_rate = 0.0  # metrics count classifier outputs on every sampled face: dense unless asked
     det = detector_from_args(args)
     names = [c.name for c in conditions]
     sc = _score_samples(det, samples, conditions, args.face_crops)

@@ -16,6 +16,11 @@ the serial loop and spinning sessions, 28.0 pipelined with non-spinning sessions
 Knobs: ``Detector(pipeline=False)`` or ``DEEPGUARD_PIPELINE=0`` for the serial loop, ``threads=N`` /
 ``DEEPGUARD_THREADS`` for the sessions' intra-op threads (default: one per core), ``chunk`` for frames per model
 run. Inputs of at most one chunk (a photo) skip the threads.
+
+Stream mode (``rescore_rate`` R > 0, the default; :mod:`deepguard.runtime.stream`): faces are tracked on every
+frame and a person is classified only when new, stale (1/R s of video time) or changed; other frames carry its
+latest score with ``Face.age``. At 1 fps sampling every face is stale on every sampled frame, so only dense
+frame sequences (``--every-frame``, camera streams) are affected. ``rescore_rate=0`` scores every face.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from deepguard.runtime import aggregate
 from deepguard.runtime.classify import FaceClassifier
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, media_kind
+from deepguard.runtime.stream import RESCORE_RATE, Rescorer
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
 
@@ -130,7 +136,11 @@ class Detector:
         threads: int | None = None,
         threshold: float | None = None,
         pipeline: bool | None = None,
+        rescore_rate: float = RESCORE_RATE,
     ) -> None:
+        if rescore_rate < 0:
+            raise ValueError(f"rescore_rate must be >= 0 (0 = score every face), got {rescore_rate}")
+        self.rescore_rate = float(rescore_rate)
         self.pipeline = pipeline_default() if pipeline is None else bool(pipeline)
         self.threads = threads
         self.classifier = FaceClassifier(model, precision=precision, providers=providers, threads=threads)
@@ -165,38 +175,36 @@ class Detector:
         return self.classifier.name
 
     # -- core: frames -> faces ---------------------------------------------------------------------------
-    def _faces_for_chunk(self, frames: list[Frame]) -> list[list[Face]]:
-        size = self.classifier.input_size
-        if self.face_crops:
-            import cv2
+    def _face_crop_chunk(self, frames: list[Frame]) -> list[list[Face]]:
+        """``face_crops`` mode: each frame is one already-cropped face, resized and classified (no detector)."""
+        import cv2
 
-            crops = np.stack(
-                [
-                    cv2.resize(
-                        f.image,
-                        (size, size),
-                        interpolation=cv2.INTER_AREA if min(f.image.shape[:2]) > size else cv2.INTER_LINEAR,
-                    )
-                    for f in frames
-                ]
-            )
-            probs, members = self.classifier.score(crops)
-            return [
-                [
-                    Face(
-                        box=[0.0, 0.0, float(f.image.shape[1]), float(f.image.shape[0])],
-                        det_score=1.0,
-                        keypoints=[],
-                        frame=f.index,
-                        time=f.time,
-                        score=float(p),
-                        member_scores=m.tolist(),
-                    )
-                ]
-                for f, p, m in zip(frames, probs, members, strict=False)
+        size = self.classifier.input_size
+        crops = np.stack(
+            [
+                cv2.resize(
+                    f.image,
+                    (size, size),
+                    interpolation=cv2.INTER_AREA if min(f.image.shape[:2]) > size else cv2.INTER_LINEAR,
+                )
+                for f in frames
             ]
-        dets, crops = self._detect_chunk(frames)
-        return self._score_chunk(frames, dets, crops)
+        )
+        probs, members = self.classifier.score(crops)
+        return [
+            [
+                Face(
+                    box=[0.0, 0.0, float(f.image.shape[1]), float(f.image.shape[0])],
+                    det_score=1.0,
+                    keypoints=[],
+                    frame=f.index,
+                    time=f.time,
+                    score=float(p),
+                    member_scores=m.tolist(),
+                )
+            ]
+            for f, p, m in zip(frames, probs, members, strict=False)
+        ]
 
     def _detect_chunk(self, frames: list[Frame]) -> tuple[list[FaceBoxes], np.ndarray]:
         """Detector run for a chunk of frames + the crops of all their faces (concatenated, frame order)."""
@@ -205,6 +213,39 @@ class Detector:
         crops = [crop_faces(f.image, d.boxes, size, self.margin) for f, d in zip(frames, dets, strict=False)]
         all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         return dets, all_crops
+
+    def _detect_only(self, frames: list[Frame]) -> tuple[list[FaceBoxes]]:
+        """Stream mode's detector stage: boxes only; which faces to crop is decided after tracking."""
+        return (self.face_detector.detect([f.image for f in frames]),)
+
+    def _stream_chunk(
+        self, tracker: Tracker, rescorer: Rescorer, frames: list[Frame], dets: list[FaceBoxes]
+    ) -> list[list[Face]]:
+        """Track every frame, classify only the faces :class:`Rescorer` asks for, carry the rest.
+
+        Frame by frame (not one classifier run per chunk): tracking a frame needs the previous frame's persons
+        complete, and in stream mode a frame has a fraction of a face to classify on average, so batching
+        across frames would save little.
+        """
+        size = self.classifier.input_size
+        out = []
+        for f, d in zip(frames, dets, strict=True):
+            nan = [float("nan")] * len(d)
+            faces = assemble_faces(f, d, nan, [[] for _ in nan])
+            tracker.assign(faces)
+            plan = rescorer.plan(faces)
+            idx = [j for j, (need, _) in enumerate(plan) if need]
+            if idx:
+                probs, members = self.classifier.score(crop_faces(f.image, d.boxes[idx], size, self.margin))
+                for j, p, m in zip(
+                    idx, probs.tolist(), np.asarray(members, np.float64).tolist(), strict=True
+                ):
+                    faces[j].score, faces[j].member_scores = float(p), [float(v) for v in m]
+            rescorer.fill(faces, plan)
+            tracker.record(faces)
+            out.append(faces)
+        rescorer.forget({t.id for t in tracker.active})
+        return out
 
     def _score_chunk(self, frames: list[Frame], dets: list[FaceBoxes], crops: np.ndarray) -> list[list[Face]]:
         """Classifier run for all crops of a chunk, assembled into Faces (bulk numpy -> list conversions)."""
@@ -218,17 +259,40 @@ class Detector:
         return out
 
     def iter_frames(
-        self, frames: Iterable[Frame | np.ndarray], name: str = "<stream>"
+        self, frames: Iterable[Frame | np.ndarray], name: str = "<stream>", tracker: Tracker | None = None
     ) -> Iterator[tuple[FrameScore, list[Face]]]:
         """Stream results frame by frame, in order, processing ``chunk`` frames per model run.
 
-        Inputs longer than one chunk are pipelined (module docstring) unless ``pipeline=False``.
+        Faces are tracked into persons in ``tracker`` (a new one if None; ``Face.person``), which also holds the
+        running video score. Inputs longer than one chunk are pipelined (module docstring) unless
+        ``pipeline=False``.
         """
+        tracker = Tracker() if tracker is None else tracker
+        detect, score = self._stages(tracker)
         short = isinstance(frames, Sequence) and len(frames) <= self.chunk
         if not self.pipeline or self.face_crops or short:
-            yield from self._iter_serial(frames, name)
+            yield from self._iter_serial(frames, name, detect, score)
         else:
-            yield from self._iter_pipelined(frames, name)
+            yield from self._iter_pipelined(frames, name, detect, score)
+
+    def _stages(
+        self, tracker: Tracker
+    ) -> tuple[Callable[[list[Frame]], tuple], Callable[..., list[list[Face]]]]:
+        """``(detect stage, score stage)`` for the mode: the detector thread runs the first, the caller the second."""
+        if self.face_crops:
+            return (lambda frames: ()), lambda frames: self._tracked(tracker, self._face_crop_chunk(frames))
+        if self.rescore_rate > 0:
+            rescorer = Rescorer(self.rescore_rate)
+            return self._detect_only, lambda frames, dets: self._stream_chunk(tracker, rescorer, frames, dets)
+        return self._detect_chunk, lambda frames, dets, crops: self._tracked(
+            tracker, self._score_chunk(frames, dets, crops)
+        )
+
+    @staticmethod
+    def _tracked(tracker: Tracker, faces: list[list[Face]]) -> list[list[Face]]:
+        for ff in faces:
+            tracker.update(ff)
+        return faces
 
     @staticmethod
     def _results(batch: list[Frame], faces: list[list[Face]]) -> Iterator[tuple[FrameScore, list[Face]]]:
@@ -244,13 +308,13 @@ class Detector:
             yield batch
 
     def _iter_serial(
-        self, frames: Iterable[Frame | np.ndarray], name: str
+        self, frames: Iterable[Frame | np.ndarray], name: str, detect: Callable, score: Callable
     ) -> Iterator[tuple[FrameScore, list[Face]]]:
         for batch in self._chunks(frames, name):
-            yield from self._results(batch, self._faces_for_chunk(batch))
+            yield from self._results(batch, score(batch, *detect(batch)))
 
     def _iter_pipelined(
-        self, frames: Iterable[Frame | np.ndarray], name: str
+        self, frames: Iterable[Frame | np.ndarray], name: str, detect: Callable, score: Callable
     ) -> Iterator[tuple[FrameScore, list[Face]]]:
         """reader thread (decode) -> detector thread (detect + crop) -> this thread (classify + assemble)."""
         stop = threading.Event()
@@ -285,7 +349,7 @@ class Detector:
                     put(det_q, item)
                     return
                 try:
-                    out = (item, *self._detect_chunk(item))
+                    out = (item, *detect(item))
                 except BaseException as e:  # noqa: BLE001
                     put(det_q, _Failed(e))
                     return
@@ -312,8 +376,8 @@ class Detector:
                     return
                 if isinstance(item, _Failed):
                     raise item.exc
-                batch, dets, crops = item
-                yield from self._results(batch, self._score_chunk(batch, dets, crops))
+                batch, *found = item
+                yield from self._results(batch, score(batch, *found))
         finally:
             # Early exit (error, caller closed the generator): stages see the event within _POLL_S and stop.
             stop.set()
@@ -335,10 +399,9 @@ class Detector:
         scores: list[FrameScore] = []
         faces: list[Face] = []
         tracker = Tracker()
-        for fs, ff in self.iter_frames(frames, name):
+        for fs, ff in self.iter_frames(frames, name, tracker):
             scores.append(fs)
             faces.extend(ff)
-            tracker.update(ff)
             if progress:
                 progress(1)
         if kind == "image":

@@ -95,7 +95,24 @@ class Tracker:
         self._ended: dict[int, float] = {}  # min(n, MIN_PERSON_FACES) -> best score among ended tracks
 
     def update(self, faces: Sequence[Face]) -> list[int]:
-        """Associate one sampled frame's faces with the live tracks; returns (and sets) their person ids."""
+        """Associate one sampled frame's faces with the live tracks and add their scores; returns (and sets) their
+        person ids."""
+        ids = self.assign(faces)
+        self.record(faces)
+        return ids
+
+    def record(self, faces: Sequence[Face]) -> None:
+        """Add assigned faces' scores to their persons' rule - only classifier outputs (``age == 0``): a score
+        carried forward in stream mode is the same evidence again and must not vote twice."""
+        for f in faces:
+            if f.age == 0 and f.person is not None:
+                t = self.tracks[f.person]
+                t.rule.add(f.score)
+                self.longest = max(self.longest, t.n)
+
+    def assign(self, faces: Sequence[Face]) -> list[int]:
+        """Associate one sampled frame's faces with the live tracks (geometry only, no score): sets and returns
+        their person ids. Stream mode calls it before it knows which faces to classify."""
         pos = self.frames
         self.frames += 1
         self._retire(pos)
@@ -122,8 +139,6 @@ class Tracker:
             t = self.tracks[ids[fi]]
             t.box, t.last, t.last_frame = boxes[fi], pos, f.frame
             t.pts = kps[fi] if kps is not None else _centre(boxes[fi])[None]
-            t.rule.add(f.score)
-            self.longest = max(self.longest, t.n)
             f.person = t.id
         return ids
 

@@ -53,6 +53,9 @@ class Face:
     score: float  # fused probability that the face is fake
     member_scores: list[float] = field(default_factory=list)
     person: int | None = None  # track id from deepguard.runtime.track; None where no tracking ran
+    # Stream mode (deepguard.runtime.stream): frames since this person's face was last classified; 0 = ``score``
+    # was computed on this very frame, > 0 = it is that person's latest score carried forward.
+    age: int = 0
 
 
 @dataclass

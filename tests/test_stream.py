@@ -1,0 +1,173 @@
+"""Stream mode (deepguard.runtime.stream): who gets re-classified when, what carried frames say, and that persons
+and the video score are built from classifier outputs only - against dense scoring of the same frames."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepguard.runtime.stream import MAX_SIZE_CHANGE, Rescorer, yaw_proxy
+from deepguard.runtime.track import Tracker
+from deepguard.runtime.types import Face, Frame
+
+FPS = 25.0
+
+
+def _face(frame: int, box=(100, 100, 200, 200), det=0.9, kps=None, time: float | None = -1.0) -> Face:
+    kps = kps if kps is not None else [[130, 140], [170, 140], [150, 160], [150, 180], [110, 150], [190, 150]]
+    return Face(
+        box=list(map(float, box)),
+        det_score=det,
+        keypoints=[list(map(float, k)) for k in kps],
+        frame=frame,
+        time=frame / FPS if time == -1.0 else time,
+        score=float("nan"),
+    )
+
+
+def _run(rescorer: Rescorer, faces_per_frame: list[list[Face]], scores) -> Tracker:
+    """Track, plan, 'classify' with ``scores(frame, j)``, fill and record, as the pipeline does."""
+    tr = Tracker()
+    for faces in faces_per_frame:
+        tr.assign(faces)
+        plan = rescorer.plan(faces)
+        for j, (need, _) in enumerate(plan):
+            if need:
+                faces[j].score, faces[j].member_scores = scores(faces[j].frame, j), [0.0]
+        rescorer.fill(faces, plan)
+        tr.record(faces)
+    return tr
+
+
+def test_static_face_is_rescored_at_the_rate_and_carried_between() -> None:
+    frames = [[_face(i)] for i in range(26)]
+    tr = _run(Rescorer(5.0), frames, lambda i, j: i / 100)
+    ages = [ff[0].age for ff in frames]
+    assert ages[:11] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0]  # every 5th frame at 25 fps = 5 per second
+    scored = [ff[0].frame for ff in frames if ff[0].age == 0]
+    assert scored == [0, 5, 10, 15, 20, 25]
+    for ff in frames:  # a carried frame says the score of the frame its age points to
+        f = ff[0]
+        assert f.score == pytest.approx((f.frame - f.age) / 100)
+    assert tr.tracks[0].n == len(scored)  # the person's rule saw classifier outputs only
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"box": (100, 100, 100 + 100 * math.sqrt(MAX_SIZE_CHANGE) * 1.05, 100 + 100 * math.sqrt(1.3))},
+        {"box": (160, 100, 260, 200)},  # centre moved 0.6 face sizes
+        {"kps": [[130, 140], [170, 140], [162, 160], [150, 180], [110, 150], [190, 150]]},  # yaw 0.0 -> 0.3
+        {"det": 0.7},  # confidence dropped 0.2: occlusion
+    ],
+)
+def test_a_changed_face_is_rescored_before_its_time(change: dict) -> None:
+    frames = [[_face(0)], [_face(1)], [_face(2, **change)]]
+    _run(Rescorer(5.0), frames, lambda i, j: 0.5)
+    assert [ff[0].age for ff in frames] == [0, 1, 0]
+
+
+def test_small_changes_do_not_trigger() -> None:
+    frames = [[_face(0)], [_face(1, box=(104, 102, 206, 204), det=0.85)]]
+    _run(Rescorer(5.0), frames, lambda i, j: 0.5)
+    assert frames[1][0].age == 1
+
+
+def test_rate_zero_and_untimed_frames_score_every_face() -> None:
+    dense = [[_face(i)] for i in range(6)]
+    _run(Rescorer(0.0), dense, lambda i, j: 0.5)
+    untimed = [[_face(i, time=None)] for i in range(6)]
+    _run(Rescorer(5.0), untimed, lambda i, j: 0.5)
+    assert all(ff[0].age == 0 for ff in dense + untimed)
+    with pytest.raises(ValueError, match=">= 0"):
+        Rescorer(-1.0)
+
+
+def test_two_people_keep_their_own_schedules_and_scores() -> None:
+    a, b = (100, 100, 200, 200), (400, 100, 500, 200)
+    frames = [[_face(i, box=a)] + ([_face(i, box=b)] if i >= 2 else []) for i in range(8)]
+    _run(Rescorer(5.0), frames, lambda i, j: 0.1 if j == 0 else 0.9)
+    assert [ff[0].age for ff in frames] == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert [ff[1].age for ff in frames[2:]] == [0, 1, 2, 3, 4, 0]
+    assert {ff[0].score for ff in frames} == {0.1} and {ff[1].score for ff in frames[2:]} == {0.9}
+
+
+def test_forget_bounds_the_state() -> None:
+    r = Rescorer(5.0)
+    tr = Tracker()
+    for i in range(3):
+        ff = [_face(i)]
+        tr.assign(ff)
+        r.fill(ff, r.plan(ff))
+    r.forget(set())
+    ff = [_face(3)]
+    ff[0].person = 0
+    assert r.plan(ff)[0][0]  # no memory of person 0: scored as new
+
+
+def test_yaw_proxy() -> None:
+    assert yaw_proxy([[0, 0], [10, 0], [5, 5]]) == pytest.approx(0.0)
+    assert yaw_proxy([[0, 0], [10, 0], [8, 5]]) == pytest.approx(0.3)
+    assert yaw_proxy([]) is None
+
+
+# --------------------------------------------------------------------------------- end to end on a real model
+
+
+@pytest.fixture(scope="module")
+def clip() -> list[Frame]:
+    """One second at 25 fps of a real 6-face group photo, panning 2 px per frame (the faces move, slowly)."""
+    insightface = pytest.importorskip("insightface")
+    from deepguard.runtime.decode import load_image
+
+    img = load_image(Path(insightface.__file__).parent / "data/images/t1.jpg")
+    return [Frame(np.ascontiguousarray(np.roll(img, 2 * i, axis=1)), i, i / FPS) for i in range(25)]
+
+
+def _counting(det):
+    calls = {"crops": 0}
+    real = det.classifier.score
+
+    def score(crops):
+        calls["crops"] += len(crops)
+        return real(crops)
+
+    det.classifier.score = score
+    return calls
+
+
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_stream_vs_dense_on_real_faces(clip: list[Frame], pipeline: bool) -> None:
+    from deepguard.runtime.pipeline import Detector
+
+    dense, stream = Detector(rescore_rate=0, pipeline=pipeline), Detector(rescore_rate=5, pipeline=pipeline)
+    n_dense, n_stream = _counting(dense), _counting(stream)
+    a, b = dense.analyze_frames(clip), stream.analyze_frames(clip)
+    assert len(a.faces) == len(b.faces) >= 6 * len(clip) - 6  # every face on every frame is boxed
+    assert all(f.age == 0 for f in a.faces)
+    assert not any(math.isnan(f.score) for f in b.faces)  # carried frames carry a score
+    assert n_dense["crops"] == len(a.faces)
+    assert n_stream["crops"] == sum(f.age == 0 for f in b.faces) < len(b.faces) / 3  # 1 s at 5/s: ~5-6 of 25
+    by_key = {(f.frame, f.person): f.score for f in a.faces}
+    for f in b.faces:
+        if f.age == 0:  # a classified face in stream mode is the same crop dense mode scored
+            assert f.score == pytest.approx(by_key[(f.frame, f.person)], abs=1e-5)
+    assert {p.id for p in a.persons} == {p.id for p in b.persons}
+    dp = {p.id: p for p in a.persons}
+    for p in b.persons:
+        assert abs(p.score - dp[p.id].score) <= 0.05
+        assert p.n_faces < dp[p.id].n_faces  # persons vote with classifier outputs only
+    assert b.verdict == a.verdict
+
+
+def test_stream_serial_and_pipelined_agree(clip: list[Frame]) -> None:
+    from deepguard.runtime.pipeline import Detector
+
+    ser = Detector(pipeline=False).analyze_frames(clip)
+    pip = Detector(pipeline=True).analyze_frames(clip)
+    assert [(f.frame, f.person, f.age, round(f.score, 6)) for f in ser.faces] == [
+        (f.frame, f.person, f.age, round(f.score, 6)) for f in pip.faces
+    ]
