@@ -248,9 +248,19 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     d.add_argument("--plot", metavar="DIR", help="write a score-over-time PNG per video into DIR")
     add_runtime_args(d)
-    d.add_argument("--server", metavar="HOST:PORT", help="analyse on a DeepGuard server (deepguard serve)")
+    d.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="analyse on a DeepGuard server (deepguard serve); replicas: HOST:PORT,HOST:PORT or a gRPC target "
+        "(dns:///NAME:PORT, ipv4:IP:PORT,IP:PORT), balanced round-robin over the healthy ones",
+    )
     d.add_argument("--token-file", help="bearer token for --server (default: $DEEPGUARD_TOKEN)")
     d.add_argument("--tls-ca", metavar="PEM", help="use TLS with --server, trusting this certificate/CA")
+    d.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="host name the server certificates carry, if not the (first) --server host",
+    )
     d.set_defaults(func=cmd_detect)
 
 

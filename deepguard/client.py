@@ -13,12 +13,25 @@ Detector from a remote one. Server errors raise :class:`ServerError` with the gR
 ``analyze_file`` bad media (INVALID_ARGUMENT) becomes an ``Analysis`` with ``verdict="error"``, as locally.
 TLS: pass ``tls_ca`` (the server's certificate or its CA, PEM) or ``tls=True`` for the system roots; the
 token goes in ``authorization: Bearer`` metadata.
+
+Replicas: ``target`` may name several servers - ``"host:port,host:port"``, or a gRPC target such as
+``"dns:///deepguard.example:50051"`` or ``"ipv4:10.0.0.5:50051,10.0.0.6:50051"`` - and gRPC's own
+``round_robin`` balancer spreads the calls over the replicas whose grpc.health.v1 status is SERVING (client-side
+health checking, see :func:`channel_target`). A call that fails ``UNAVAILABLE`` before its first response is
+sent again to another replica (unary calls by gRPC's retry policy, streams here); a call that has produced a
+response is never repeated.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
+import json
+import logging
 import os
+import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +47,18 @@ from deepguard.runtime import aggregate
 from deepguard.runtime.types import Analysis, Face, Frame, FrameScore, Person
 from deepguard.serving import wire
 
+log = logging.getLogger("deepguard.client")
+
 CHUNK = 1 << 20
+SERVICE = "deepguard.v1.DeepGuard"
+UNARY_METHODS = ("AnalyzeImage", "AnalyzeFaces", "GetModelInfo")
+# Replicas: how often a call is tried in all (first try included) when it fails UNAVAILABLE before any response
+# was received, and the pause before each retry (doubling, capped).
+CALL_ATTEMPTS = 3
+RETRY_BACKOFF_S = (0.1, 1.0)
+REPLAY_MAX_BYTES = 64 << 20  # requests a stream keeps for a retry until its first response; beyond: no retry
+_END = object()
+_REPLICA_SCHEMES = ("dns:", "ipv4:", "ipv6:")  # gRPC targets that may name several servers
 _ORDERS = {
     "rgb": pb.COLOR_ORDER_RGB,
     "bgr": pb.COLOR_ORDER_BGR,
@@ -57,6 +81,92 @@ def _server_error(e: grpc.RpcError) -> ServerError:
     code = e.code() if hasattr(e, "code") else grpc.StatusCode.UNKNOWN
     details = e.details() if hasattr(e, "details") else str(e)
     return ServerError(code or grpc.StatusCode.UNKNOWN, details or "")
+
+
+@dataclass(frozen=True)
+class ChannelTarget:
+    """What a ``--server`` value becomes: the gRPC target, whether it names replicas, the name TLS checks."""
+
+    target: str
+    balanced: bool  # several replicas (or a resolver that may return several): round_robin + health + retries
+    tls_name: str | None = None  # the host name the server certificates are checked against (None: gRPC's)
+
+
+def channel_target(server: str) -> ChannelTarget:
+    """``host:port`` or any other single gRPC target (one server, a plain channel as before), ``host:port,
+    host:port,...``, or a ``dns:``, ``ipv4:`` or ``ipv6:`` target (replicas).
+
+    A list becomes gRPC's multi-address ``ipv4:``/``ipv6:`` target; its host names are resolved once, here, to one
+    address each, IPv4 preferred (use ``dns:///name:port`` for a name whose addresses change, e.g. a Kubernetes
+    headless Service). With TLS, every replica of a list or an ``ipv4:``/``ipv6:`` target must present a
+    certificate for the first host listed (``tls_server_name`` overrides it).
+    """
+    server = server.strip()
+    if server.startswith(_REPLICA_SCHEMES):
+        name = None
+        if server.startswith(("ipv4:", "ipv6:")):
+            name = _split_host_port(server.split(":", 1)[1].lstrip("/").split(",")[0])[0]
+        return ChannelTarget(server, True, name)
+    if "," not in server:
+        return ChannelTarget(server, False)
+    parts = [x.strip() for x in server.split(",") if x.strip()]
+    if not parts:
+        raise DeepGuardError(f"--server {server!r}: no address given")
+    addrs = [_resolve(*_split_host_port(x)) for x in parts]
+    if all(ip.version == 4 for ip, _ in addrs):
+        target = "ipv4:" + ",".join(f"{ip}:{port}" for ip, port in addrs)
+    else:  # IPv6, with IPv4 replicas as v4-mapped addresses (dual-stack sockets)
+        target = "ipv6:" + ",".join(f"[{_as_v6(ip)}]:{port}" for ip, port in addrs)
+    return ChannelTarget(target, True, _split_host_port(parts[0])[0])
+
+
+def _split_host_port(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise DeepGuardError(f"--server: {addr!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _resolve(host: str, port: int) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    try:
+        return ipaddress.ip_address(host), port
+    except ValueError:
+        pass
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise DeepGuardError(f"--server: cannot resolve {host!r}: {e}") from None
+    # IPv4 first: "localhost" often resolves to ::1 first while the server listens on 127.0.0.1
+    info.sort(key=lambda x: x[0] != socket.AF_INET)
+    return ipaddress.ip_address(info[0][4][0]), port
+
+
+def _as_v6(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return str(ip) if ip.version == 6 else f"::ffff:{ip}"
+
+
+def service_config() -> str:
+    """The channel's service config for replicas: gRPC's round_robin over the replicas whose health (the
+    server's overall ``""`` service in grpc.health.v1, Watch) is SERVING, and retries of unary calls that fail
+    UNAVAILABLE (gRPC retries only calls that got no response, so none is answered twice)."""
+    return json.dumps(
+        {
+            "loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": ""},
+            "methodConfig": [
+                {
+                    "name": [{"service": SERVICE, "method": m} for m in UNARY_METHODS],
+                    "retryPolicy": {
+                        "maxAttempts": CALL_ATTEMPTS,
+                        "initialBackoff": f"{RETRY_BACKOFF_S[0]}s",
+                        "maxBackoff": f"{RETRY_BACKOFF_S[1]}s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ],
+        }
+    )
 
 
 @dataclass
@@ -118,6 +228,107 @@ def _with_live(msg: pb.Frame, live: bool) -> pb.Frame:
     return msg
 
 
+class _Replay:
+    """A request stream that can be sent again while its call has not started (no response yet).
+
+    Each attempt first sends what earlier attempts had taken from the source, then reads on; an attempt whose
+    call has ended stops reading (so no request goes to a dead call only). Once the call has started
+    (``commit``) nothing more is kept; a stream that kept more than ``limit`` bytes is no longer retryable.
+    """
+
+    def __init__(self, requests: Iterable, limit: int = REPLAY_MAX_BYTES) -> None:
+        self._source = iter(requests)
+        self._kept: list | None = []
+        self._bytes = 0
+        self._limit = limit
+        self._attempt = 0
+        self._lock = threading.Lock()
+
+    @property
+    def retryable(self) -> bool:
+        return self._kept is not None
+
+    def commit(self) -> None:
+        self._kept = None  # no lock: a reader blocked on a slow source must not delay the first result
+
+    def attempt(self) -> Iterator:
+        with self._lock:
+            self._attempt += 1
+            return self._requests(self._attempt, list(self._kept or ()))
+
+    def _requests(self, attempt: int, again: list) -> Iterator:
+        yield from again
+        while True:
+            with self._lock:
+                if attempt != self._attempt:
+                    return
+                item = next(self._source, _END)
+                if item is _END:
+                    return
+                kept = self._kept
+                if kept is not None:
+                    self._bytes += item.ByteSize()
+                    if self._bytes > self._limit:
+                        self._kept = None
+                    else:
+                        kept.append(item)
+            yield item
+
+
+class _Call:
+    """A streaming call that is started again (gRPC picks another replica) if it fails UNAVAILABLE before its
+    first response, sending the requests the failed try had taken; after a response it is never repeated.
+    ``attempts=1``: a plain call (one server)."""
+
+    def __init__(self, method, requests: Iterable, metadata, timeout: float | None, attempts: int) -> None:
+        self._method, self._metadata, self._attempts = method, metadata, attempts
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._replay = _Replay(requests) if attempts > 1 else None
+        self._requests = requests
+        self._cancelled = False
+        self._call = self._start()
+
+    def _start(self):
+        requests = self._replay.attempt() if self._replay else self._requests
+        timeout = None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+        return self._method(requests, metadata=self._metadata, timeout=timeout)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._call.cancel()
+
+    def _may_retry(self, e: grpc.RpcError, attempt: int) -> bool:
+        return (
+            self._replay is not None
+            and self._replay.retryable
+            and attempt < self._attempts
+            and not self._cancelled
+            and e.code() == grpc.StatusCode.UNAVAILABLE
+            and (self._deadline is None or time.monotonic() < self._deadline)
+        )
+
+    def __iter__(self) -> Iterator:
+        attempt = 1
+        while True:
+            started = False
+            try:
+                for r in self._call:
+                    if not started and self._replay is not None:
+                        self._replay.commit()
+                    started = True
+                    yield r
+                return
+            except grpc.RpcError as e:
+                if started or not self._may_retry(e, attempt):
+                    raise
+                log.info("call not started (%s: %s); retrying on another replica", e.code().name, e.details())
+                time.sleep(min(RETRY_BACKOFF_S[0] * 2 ** (attempt - 1), RETRY_BACKOFF_S[1]))
+                if self._cancelled:
+                    raise
+            attempt += 1
+            self._call = self._start()
+
+
 class FrameStream:
     """Iterate for per-frame results (in order); ``summary`` is set once the stream has ended."""
 
@@ -166,18 +377,29 @@ class Client:
         tls: bool = False,
         timeout: float | None = None,
         max_message_bytes: int = 64 << 20,
+        tls_server_name: str | None = None,
     ) -> None:
-        options = [
+        """``target``: ``host:port``, or replicas (``host:port,host:port``, ``dns:///name:port``, ``ipv4:...``; see
+        :func:`channel_target`); ``tls_server_name``: the name the server certificates must carry, when it is
+        not the (first) host dialled."""
+        dest = channel_target(target)
+        options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
+        if dest.balanced:
+            options.append(("grpc.service_config", service_config()))
         if tls_ca is not None or tls:
+            name = tls_server_name or dest.tls_name
+            if name:
+                options.append(("grpc.ssl_target_name_override", name))
             ca = tls_ca if isinstance(tls_ca, (bytes, type(None))) else Path(tls_ca).read_bytes()
             self.channel = grpc.secure_channel(
-                target, grpc.ssl_channel_credentials(root_certificates=ca), options
+                dest.target, grpc.ssl_channel_credentials(root_certificates=ca), options
             )
         else:
-            self.channel = grpc.insecure_channel(target, options)
+            self.channel = grpc.insecure_channel(dest.target, options)
+        self.attempts = CALL_ATTEMPTS if dest.balanced else 1  # streams: retried before their first response
         self.stub = pb_grpc.DeepGuardStub(self.channel)
         self.metadata = [("authorization", f"Bearer {token}")] if token else []
         self.timeout = timeout
@@ -200,7 +422,10 @@ class Client:
 
     # -- calls ----------------------------------------------------------------------------------------------
     def health(self, service: str = "") -> str:
-        """SERVING / NOT_SERVING / ... from grpc.health.v1 (needs no token)."""
+        """SERVING / NOT_SERVING / ... from grpc.health.v1 (needs no token).
+
+        With replicas the check goes to one that is SERVING (a draining one is not picked): UNAVAILABLE means none is.
+        """
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
@@ -272,7 +497,8 @@ class Client:
                     yield pb.VideoChunk(options=opts)
 
             try:
-                for u in self.stub.AnalyzeVideo(chunks(), metadata=self.metadata, timeout=self.timeout):
+                call = _Call(self.stub.AnalyzeVideo, chunks(), self.metadata, self.timeout, self.attempts)
+                for u in call:
                     if u.HasField("result"):
                         return wire.analysis_from_pb(u.result)
                     if progress:
@@ -314,7 +540,7 @@ class Client:
         frame still, in order; ``StreamResult.skipped``), so results stay close to real time.
         """
         requests = (_with_live(_frame_msg(f, color_order), live) for f in frames)
-        call = self.stub.StreamFrames(requests, metadata=self.metadata, timeout=timeout or self.timeout)
+        call = _Call(self.stub.StreamFrames, requests, self.metadata, timeout or self.timeout, self.attempts)
         return FrameStream(call)
 
     def analyze_file(
@@ -382,7 +608,12 @@ class RemoteAnalyzer:
 
         if getattr(args, "face_crops", False):
             raise DeepGuardError("--face-crops is not supported with --server (use Client.analyze_faces)")
-        client = Client(args.server, token=read_token(args.token_file), tls_ca=args.tls_ca)
+        client = Client(
+            args.server,
+            token=read_token(args.token_file),
+            tls_ca=args.tls_ca,
+            tls_server_name=getattr(args, "tls_server_name", None),
+        )
         every = args.every_frame
         return cls(
             client,

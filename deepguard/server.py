@@ -9,7 +9,9 @@ docs/server.md for the protocol, limits, status codes and security rules.
 Lifecycle: ``Server(config, detector).start()`` binds everything (port 0 = pick a free port; the bound ports
 are on the instance and in the ``serving`` log line); ``stop(grace)`` - also what SIGTERM/SIGINT trigger -
 marks health NOT_SERVING, refuses new calls, keeps reading open streams for half the grace period, delivers
-every accepted frame's result, and only then closes the models.
+every accepted frame's result, and only then closes the models. For the first ``DRAIN_NOTICE_S`` of the drain
+the port stays open: health answers NOT_SERVING (and tells its watchers) and new calls are refused with
+UNAVAILABLE, so clients balancing over replicas move new streams elsewhere while open ones finish.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +31,11 @@ from deepguard.serving.config import ConfigError, MiB, ServerConfig, grpc_addres
 log = logging.getLogger("deepguard.server")
 
 SERVICE_NAME = "deepguard.v1.DeepGuard"
+# Drain notice: seconds (at most half the grace period) between health turning NOT_SERVING and the gRPC port
+# refusing connections. Meanwhile health Check/Watch still answer - so balancers and clients' health checks see
+# NOT_SERVING instead of "connection refused" - and new calls get UNAVAILABLE (a replica-aware client retries
+# them on another replica). Open streams are unaffected: they keep being read for half the grace period.
+DRAIN_NOTICE_S = 1.0
 
 
 class Server:
@@ -173,8 +181,10 @@ class Server:
         grace = self.config.grace_s if grace is None else grace
         log.info("draining (grace %.1f s)", grace, extra={"event": "draining", "grace_s": grace})
         self.health.enter_graceful_shutdown()
-        self.engine.begin_drain(grace)
-        done = self._grpc.stop(grace)  # refuses new calls now; open calls get `grace` seconds
+        self.engine.begin_drain(grace)  # new calls: UNAVAILABLE from now on
+        notice = min(DRAIN_NOTICE_S, grace / 2)
+        time.sleep(notice)  # health still answers (NOT_SERVING): balancers move new streams away
+        done = self._grpc.stop(grace - notice)  # refuses connections now; open calls end at the drain's end
         if self._rest is not None:
             self._rest.stop(grace)
         done.wait()

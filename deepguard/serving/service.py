@@ -3,7 +3,8 @@
 Status codes: bad input (empty/garbled messages, wrong dimensions, unknown colour order, over a pixel /
 video / duration limit, undecodable media, truncated upload) -> INVALID_ARGUMENT with a message naming the
 frame or upload and the problem; too many open streams (``--max-streams``, answered at the stream's start)
-or uploads -> RESOURCE_EXHAUSTED; shutting down -> UNAVAILABLE; a message over the transport limit -> RESOURCE_EXHAUSTED from gRPC itself; anything unexpected
+or uploads -> RESOURCE_EXHAUSTED; shutting down (a new call while draining, or a stream cut at the end of the
+drain's reading period) -> UNAVAILABLE; a message over the transport limit -> RESOURCE_EXHAUSTED from gRPC itself; anything unexpected
 -> INTERNAL (logged with its traceback). One call's failure never affects another call.
 
 StreamFrames never fails a stream for load: its reader thread reads the next message only when the stream's
@@ -108,9 +109,15 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
             },
         )
 
+    def _admit(self) -> None:
+        """A draining server takes no new call (UNAVAILABLE before any response: a client may retry elsewhere)."""
+        if self.engine.draining:
+            raise ShuttingDown("server is shutting down; retry on another replica")
+
     def _unary(self, method: str, context, fn: Callable[[], object]):
         t0, code = time.perf_counter(), grpc.StatusCode.OK
         try:
+            self._admit()
             return fn()
         except Exception as e:  # noqa: BLE001
             code, msg = status_for(e)
@@ -121,6 +128,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
     def _streamed(self, method: str, context, gen: Iterator, stats: dict | None = None):
         t0, code = time.perf_counter(), grpc.StatusCode.OK
         try:
+            self._admit()
             yield from gen
         except Exception as e:  # noqa: BLE001
             code, msg = status_for(e)
