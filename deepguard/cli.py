@@ -16,6 +16,7 @@ from pathlib import Path
 from deepguard import __version__
 from deepguard.errors import DeepGuardError
 from deepguard.options import add_model_args, add_runtime_args, detector_from_args
+from deepguard.scan.command import add_scan
 from deepguard.serving.triton import add_export_triton
 
 
@@ -229,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     # the order here is the order of ``deepguard --help``
     _add_detect(sub)
+    add_scan(sub)
     _add_serve(sub)
     _add_info(sub)
     _add_evaluate(sub)

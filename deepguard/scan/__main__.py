@@ -1,0 +1,7 @@
+"""``python -m deepguard.scan PATH... --out results.jsonl`` = ``deepguard scan``."""
+
+import sys
+
+from deepguard.scan.command import main
+
+sys.exit(main())
