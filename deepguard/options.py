@@ -34,7 +34,11 @@ def _non_negative(text: str) -> float:
 
 def add_runtime_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
-    p.add_argument("--detector", help="face detector: blazeface[:full|:short] (default) or scrfd:PATH.onnx")
+    p.add_argument(
+        "--detector",
+        help="face detector: blazeface[:full|:short] (default full, FP32), blazeface:int8 (full range, INT8) "
+        "or scrfd:PATH.onnx",
+    )
     p.add_argument(
         "--face-crops", action="store_true", help="inputs are already-cropped faces (no detection)"
     )
