@@ -86,57 +86,103 @@ def build_ensemble(
         write_metadata(path, _member_metadata(common, member_name, mm))
 
     # 2. Fuse -> FP32, then FP16 / INT8 from the fused graph.
-    stem = safe_name(name)
-    result: dict[str, Any] = {"members": member_paths, "fp32": None, "fp16": None, "int8": None}
-    fp32 = fuse_members(
-        [(p, w, n) for _, p, w, n in loaded],
-        out / f"{stem}.fp32.onnx",
-        nominal,
-        opset=opset,
-        temperature=float(calibration.get("temperature", 1.0)),
+    stem = out / safe_name(name)
+    result: dict[str, Any] = {"members": member_paths}
+    result.update(
+        _fused_files(loaded, stem, nominal, opset, calibration, precisions, calibration_crops, threshold)
     )
-    result["fp32"] = fp32
-    if "fp16" in precisions:
-        result["fp16"] = to_fp16(fp32, out / f"{stem}.fp16.onnx")
-    if "int8" in precisions:
-        if calibration_crops is None:
-            print("deepguard convert: no calibration crops, INT8 model skipped", file=sys.stderr)
-        else:
-            result["int8"] = to_int8(fp32, out / f"{stem}.int8.onnx", calibration_crops, threshold=threshold)
     ensemble_meta = {
         **common,
         "members": member_meta,
         "input_size": nominal,
-        "input_layout": "NHWC",
-        "color_order": "RGB",
-        "input_dtype": "uint8",
         "source_sha256": sha256_files(source_files),
         **calibration,
     }
-    for precision in ("fp32", "fp16", "int8"):
-        if result[precision] is not None:
-            write_metadata(result[precision], {**ensemble_meta, "precision": precision})
+    _write_fused_metadata(result, ensemble_meta)
+    fp32 = result["fp32"]
 
     # 3. Parity.
     crops, labels, source = _parity_crops(val_crops, val_labels, calibration_crops, nominal)
+    result["parity"], result["report"] = _parity(
+        crops, labels, source, fp32, loaded, result, threshold, threads, out
+    )
+    return result
+
+
+def _write_fused_metadata(files: Mapping[str, Any], meta: dict[str, Any]) -> None:
+    """Every fused file: uint8 NHWC RGB crops in, its own precision named."""
+    for precision in ("fp32", "fp16", "int8"):
+        if files.get(precision) is not None:
+            write_metadata(
+                files[precision],
+                {
+                    **meta,
+                    "input_layout": "NHWC",
+                    "color_order": "RGB",
+                    "input_dtype": "uint8",
+                    "precision": precision,
+                },
+            )
+
+
+def _parity(
+    crops: np.ndarray,
+    labels: np.ndarray | None,
+    source: str,
+    fp32: Path,
+    loaded: list,
+    files: Mapping[str, Any],
+    threshold: float,
+    threads: int | None,
+    out: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """The parity report over Keras, FP32, FP16 and INT8, written to ``out/parity.json``."""
     report = parity_report(
         crops,
         fp32,
         keras_members=loaded,
-        fp16_path=result["fp16"],
-        int8_path=result["int8"],
+        fp16_path=files["fp16"],
+        int8_path=files["int8"],
         labels=labels,
         threshold=threshold,
         out_path=None,
         threads=threads,
     )
     report["crops_source"] = source
-    report["files"]["members"] = {k: str(v) for k, v in member_paths.items()}
-    parity_path = out / "parity.json"
-    parity_path.write_text(json.dumps(report, indent=2) + "\n")
-    result["parity"] = parity_path
-    result["report"] = report
-    return result
+    report["files"]["members"] = {k: str(v) for k, v in files["members"].items()}
+    path = out / "parity.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path, report
+
+
+def _fused_files(
+    loaded: list[tuple[Any, Path, float, str]],
+    stem: Path,
+    nominal: int,
+    opset: int,
+    calibration: Mapping[str, Any],
+    precisions: Sequence[str],
+    calibration_crops: np.ndarray | None,
+    threshold: float,
+) -> dict[str, Path | None]:
+    """``<stem>.fp32.onnx`` (temperature baked in), then FP16 / INT8 derived from it as asked (INT8 needs crops)."""
+    fp32 = fuse_members(
+        [(p, w, n) for _, p, w, n in loaded],
+        stem.with_name(f"{stem.name}.fp32.onnx"),
+        nominal,
+        opset=opset,
+        temperature=float(calibration.get("temperature", 1.0)),
+    )
+    files: dict[str, Path | None] = {"fp32": fp32, "fp16": None, "int8": None}
+    if "fp16" in precisions:
+        files["fp16"] = to_fp16(fp32, stem.with_name(f"{stem.name}.fp16.onnx"))
+    if "int8" in precisions:
+        if calibration_crops is None:
+            print("deepguard convert: no calibration crops, INT8 model skipped", file=sys.stderr)
+        else:
+            int8 = stem.with_name(f"{stem.name}.int8.onnx")
+            files["int8"] = to_int8(fp32, int8, calibration_crops, threshold=threshold)
+    return files
 
 
 def _convert_members(
