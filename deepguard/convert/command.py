@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             calib, _ = load_crops(args.calib, size, args.calib_max)
             size = size or int(calib.shape[1])
         if args.val:
-            val, labels = load_crops(args.val, size, args.val_max or PARITY_MAX)
+            val, labels = load_crops(args.val, size, PARITY_MAX if args.val_max is None else args.val_max)
         result = build_ensemble(
             list(zip(args.keras, weights, names, strict=True)),
             args.out,
