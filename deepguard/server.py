@@ -48,6 +48,8 @@ class Server:
         self.port: int | None = None
         self.rest_port: int | None = None
         self.metrics_port: int | None = None
+        self.health_port: int | None = None
+        self._health_grpc = None
         self._stopped = threading.Event()
 
     # -- start ----------------------------------------------------------------------------------------------
@@ -101,6 +103,8 @@ class Server:
             ),
             self._grpc,
         )
+        if cfg.health_port is not None:
+            self._health_grpc = _health_only_server(self.health)
 
     def _bind_grpc(self) -> None:
         """Bind the gRPC port (TLS when configured); an address that cannot be bound closes the engine."""
@@ -119,11 +123,20 @@ class Server:
         except RuntimeError as e:
             self.engine.close()
             raise ConfigError(f"cannot bind gRPC to {addr}: {e}") from e
+        if self._health_grpc is not None:
+            addr = grpc_address(cfg.host, cfg.health_port)  # type: ignore[arg-type]
+            try:
+                self.health_port = self._health_grpc.add_insecure_port(addr)
+            except RuntimeError as e:
+                self.engine.close()
+                raise ConfigError(f"cannot bind --health-port to {addr}: {e}") from e
 
     def _start_grpc(self) -> None:
         from grpc_health.v1 import health_pb2
 
         self._grpc.start()
+        if self._health_grpc is not None:
+            self._health_grpc.start()
         for name in ("", SERVICE_NAME):
             self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -163,6 +176,7 @@ class Server:
                 "port": self.port,
                 "rest_port": self.rest_port,
                 "metrics_port": self.metrics_port,
+                "health_port": self.health_port,
                 "tls": cfg.tls,
                 "auth": bool(cfg.token),
                 "model": self.engine.classifier.name,
@@ -188,6 +202,8 @@ class Server:
         if self._rest is not None:
             self._rest.stop(grace)
         done.wait()
+        if self._health_grpc is not None:  # answered NOT_SERVING for the whole drain; closes with the models
+            self._health_grpc.stop(0).wait()
         self.engine.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
@@ -200,6 +216,23 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _health_only_server(servicer):
+    """A plain-text gRPC server with nothing but ``servicer`` (grpc.health.v1), for ``--health-port``.
+
+    Why a second server: the kubelet's native gRPC probe cannot speak TLS, and the main port's TLS and token cover
+    every service on it. This port gives away only the serving status (the same servicer, so it turns NOT_SERVING
+    the moment a drain starts); every other method on it is UNIMPLEMENTED. A few threads: probes are short calls.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2_grpc
+
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=4, thread_name_prefix="health"), maximum_concurrent_rpcs=8
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    return server
 
 
 def _grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
@@ -227,6 +260,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-rest", action="store_true", help="do not serve the REST API")
     g.add_argument("--metrics-port", type=int, default=d.metrics_port, help="Prometheus /metrics port")
     g.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
+    g.add_argument(
+        "--health-port",
+        type=int,
+        help="also answer grpc.health.v1 (only) in plain text on this port, for Kubernetes' native gRPC probes, "
+        "which cannot speak TLS (off by default)",
+    )
     g.add_argument(
         "--history-db",
         metavar="PATH",
@@ -312,6 +351,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         port=args.port,
         rest_port=None if args.no_rest else args.rest_port,
         metrics_port=None if args.no_metrics else args.metrics_port,
+        health_port=args.health_port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         token=read_token(args.token_file),

@@ -97,12 +97,14 @@ def test_config_passes_the_servers_validation(tmp_path: Path, pod, container) ->
 
 def test_probes_and_ports_match_the_flags(args, container) -> None:
     ports = _ports(container)
-    assert ports == {"grpc": args.port, "rest": args.rest_port}
+    assert ports == {"grpc": args.port, "rest": args.rest_port, "health": args.health_port}
     for name in PROBES:
         probe = container[name]
         if "grpc" in probe:
-            # the kubelet's gRPC probe speaks no TLS: it can only probe a plain-text gRPC port
-            assert probe["grpc"]["port"] == ports["grpc"] == args.port and not args.tls_cert, name
+            # the kubelet's gRPC probe speaks no TLS: it can only probe a plain-text port, which with TLS on is
+            # the --health-port (grpc.health.v1 alone)
+            port = probe["grpc"]["port"]
+            assert port == ports["health"] == args.health_port or (port == args.port and not args.tls_cert), name
             assert probe["grpc"].get("service", "") in ("", "deepguard.v1.DeepGuard"), name
         else:
             http = probe["httpGet"]
@@ -112,6 +114,49 @@ def test_probes_and_ports_match_the_flags(args, container) -> None:
                 name
             )
     assert '@v1.get("/healthz")' in (ROOT / "deepguard" / "rest.py").read_text()
+
+
+def test_health_port_stays_out_of_the_service(manifests, args) -> None:
+    ports = [p["port"] for p in manifests["Service"]["spec"]["ports"]]
+    assert args.health_port not in ports and args.port in ports
+
+
+def test_plain_health_port_beside_tls_is_what_the_kubelet_probes(tmp_path: Path) -> None:
+    """With TLS and a token on the main port, --health-port answers grpc.health.v1 in plain text (SERVING, then
+    NOT_SERVING as soon as a drain starts) and nothing else; the main port still refuses plain text."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from deepguard.proto import deepguard_pb2 as pb
+    from deepguard.proto import deepguard_pb2_grpc as pb_grpc
+    from tests.server_support import running_server, self_signed_cert
+
+    cert, key = self_signed_cert(tmp_path)
+    status = health_pb2.HealthCheckResponse
+    tls = dict(tls_cert=str(cert), tls_key=str(key), token="t0ken")
+    with running_server(grace_s=2.0, rest_port=None, metrics_port=None, health_port=0, **tls) as srv:
+        assert srv.health_port and srv.health_port != srv.port
+        plain = grpc.insecure_channel(f"127.0.0.1:{srv.health_port}")
+        probe = health_pb2_grpc.HealthStub(plain)
+        assert probe.Check(health_pb2.HealthCheckRequest(), timeout=10).status == status.SERVING
+        with pytest.raises(grpc.RpcError) as info:  # the models are not reachable through it
+            pb_grpc.DeepGuardStub(plain).GetModelInfo(pb.ModelInfoRequest(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        main = grpc.insecure_channel(f"127.0.0.1:{srv.port}")
+        with pytest.raises(grpc.RpcError) as info:  # TLS only on the main port
+            health_pb2_grpc.HealthStub(main).Check(health_pb2.HealthCheckRequest(), timeout=3)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        stopper = threading.Thread(target=srv.stop, args=(2.0,))
+        stopper.start()
+        deadline = time.monotonic() + 10
+        seen = status.SERVING
+        while seen == status.SERVING and time.monotonic() < deadline:
+            seen = probe.Check(health_pb2.HealthCheckRequest(), timeout=5).status
+            time.sleep(0.02)
+        assert seen == status.NOT_SERVING
+        stopper.join(15)
+        plain.close()
+        main.close()
 
 
 def test_headless_service_selects_the_pods(manifests, container) -> None:

@@ -33,6 +33,15 @@ def test_ports_must_be_in_range() -> None:
         ServerConfig(port=70000).validate()
 
 
+def test_health_port_in_range_and_its_own() -> None:
+    with pytest.raises(ConfigError, match="--health-port must be between"):
+        ServerConfig(health_port=70000, rest_port=None).validate()
+    with pytest.raises(ConfigError, match="--health-port 50051 is already"):
+        ServerConfig(health_port=50051, rest_port=None).validate()
+    ServerConfig(health_port=50052, rest_port=None).validate()
+    ServerConfig(port=0, health_port=0, rest_port=None).validate()  # both ephemeral: the OS picks two ports
+
+
 def test_history_db_must_be_a_writable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is not a regular file"):
         ServerConfig(rest_port=0, history_db=str(tmp_path)).validate()  # a folder

@@ -29,6 +29,8 @@ class ServerConfig:
     port: int = 50051  # gRPC; 0 = any free port
     rest_port: int | None = 8000  # None = no REST front-end
     metrics_port: int | None = 9464  # None = no Prometheus endpoint
+    # plain-text port answering only grpc.health.v1 (Kubernetes' native gRPC probes cannot speak TLS); None = off
+    health_port: int | None = None
     # security
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -110,9 +112,13 @@ class ServerConfig:
             ("--port", self.port),
             ("--rest-port", self.rest_port),
             ("--metrics-port", self.metrics_port),
+            ("--health-port", self.health_port),
         ):
             if port is not None and not 0 <= port <= 65535:
                 raise ConfigError(f"{name} must be between 0 and 65535, got {port}")
+        others = {self.port, self.rest_port, self.metrics_port} - {None, 0}
+        if self.health_port and self.health_port in others:
+            raise ConfigError(f"--health-port {self.health_port} is already one of the server's other ports")
 
     def _validate_limits(self) -> None:
         """Every limit must be a positive, finite number: 0 would refuse everything, NaN would refuse nothing."""
