@@ -104,7 +104,9 @@ def test_probes_and_ports_match_the_flags(args, container) -> None:
             # the kubelet's gRPC probe speaks no TLS: it can only probe a plain-text port, which with TLS on is
             # the --health-port (grpc.health.v1 alone)
             port = probe["grpc"]["port"]
-            assert port == ports["health"] == args.health_port or (port == args.port and not args.tls_cert), name
+            assert port == ports["health"] == args.health_port or (port == args.port and not args.tls_cert), (
+                name
+            )
             assert probe["grpc"].get("service", "") in ("", "deepguard.v1.DeepGuard"), name
         else:
             http = probe["httpGet"]
