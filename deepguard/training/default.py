@@ -31,11 +31,6 @@ SBI_FRACTION = 1 / 3
 # Peak rate of the cosine schedule. Members stop on the wall-clock budget while still improving, so a higher
 # peak than the origin's constant 2e-4, annealed to 2 % of it at the budget, gets more out of the same minutes.
 PEAK_LR = 5e-4
-#: Resolution the backbones run at, inside each member, on the runtime's 160 px crops. Why: on 2 CPU cores the
-#: budget, not the data, limits the members (v3/v5 stopped after 4-6 epochs with validation AUC still rising); a
-#: MobileNetV2 train step at 128 px costs 1.90 CPU-s against 3.13 at 160 px (0.61x, batch 32, measured on this
-#: host), so the same minutes buy 1.6x the steps, and INT8 inference costs the same 0.6x per face.
-BACKBONE_SIZE = 128
 
 
 #: The data roots of the default recipe (each a flag of ``train-default``): DFDC face crops (real + swapped faces)
@@ -95,7 +90,6 @@ def train_edge_members(
         cfg = TrainConfig(
             arch=arch,
             input_size=input_size,
-            backbone_size=BACKBONE_SIZE,
             batch_size=batch_size,
             steps_per_epoch=steps_per_epoch,
             time_budget_s=per_member * 0.97,
@@ -440,14 +434,11 @@ def _measured_summary(
 
 
 def _recipe(data: Sequence[str | Path], sbi_fraction: float | None, input_size: int, summaries: dict) -> dict:
-    """How the model was made: data roots, self-blend share, crop and backbone sizes, each member's schedule."""
+    """How the model was made: data roots, self-blend share, input size, and each member's schedule."""
     return {
         "data": [str(d) for d in data],
         "sbi_fraction": sbi_fraction,
         "input_size": input_size,
-        "backbone_size": {
-            a: m.get("config", {}).get("backbone_size") or input_size for a, m in summaries.items()
-        },
         "schedule": {a: _schedule(m) for a, m in summaries.items()},
     }
 
