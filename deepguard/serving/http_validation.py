@@ -55,7 +55,9 @@ def uploaded_file(files: Mapping[str, FileStorage], default_name: str) -> tuple[
     f = files.get(UPLOAD_FIELD)
     if f is None:
         raise HttpError(400, "no_file", f"missing multipart field '{UPLOAD_FIELD}'")
-    base = (f.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    # Leading dots go too: some multipart stacks drop a Windows name's backslashes before we see it
+    # ("..\\..\\x.png" arrives as "....x.png"), and "." / ".." mean nothing in a label anyway.
+    base = (f.filename or "").replace("\\", "/").rsplit("/", 1)[-1].lstrip(".")
     return f, wire.sanitize_name(base, default_name)
 
 
