@@ -531,6 +531,7 @@ class Client:
         color_order: str = "rgb",
         timeout: float | None = None,
         live: bool = False,
+        rescore_rate: float | None = None,
     ) -> FrameStream:
         """Send frames (lazily: a camera generator is fine) and iterate over their results in order.
 
@@ -538,9 +539,21 @@ class Client:
         frames faster is simply asked for the next one later. ``live=True`` (cameras): when the stream falls
         behind, the server analyses the newest frame and answers the older ones ``skipped`` (one result per
         frame still, in order; ``StreamResult.skipped``), so results stay close to real time.
+        ``rescore_rate``: stream mode's re-classifications per person per second of video (sent on the first
+        frame; default the server's ``--rescore-rate``; 0 = every face of every frame). Faces in between carry
+        their person's latest score with ``Face.age`` > 0; frames need ``time`` for it.
         """
-        requests = (_with_live(_frame_msg(f, color_order), live) for f in frames)
-        call = _Call(self.stub.StreamFrames, requests, self.metadata, timeout or self.timeout, self.attempts)
+
+        def requests() -> Iterator[pb.Frame]:
+            for i, f in enumerate(frames):
+                msg = _with_live(_frame_msg(f, color_order), live)
+                if i == 0 and rescore_rate is not None:
+                    msg.rescore_rate = rescore_rate
+                yield msg
+
+        call = _Call(
+            self.stub.StreamFrames, requests(), self.metadata, timeout or self.timeout, self.attempts
+        )
         return FrameStream(call)
 
     def analyze_file(

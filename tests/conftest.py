@@ -56,6 +56,16 @@ def moving_face_frames(face: np.ndarray, n: int, size: tuple[int, int] = (480, 3
 
 
 @pytest.fixture(scope="session")
+def group_clip(t1_jpg: Path) -> list:
+    """One second at 25 fps of a real 6-face group photo, panning 2 px per frame (the faces move, slowly)."""
+    from deepguard.runtime.decode import load_image
+    from deepguard.runtime.types import Frame
+
+    img = load_image(t1_jpg)
+    return [Frame(np.ascontiguousarray(np.roll(img, 2 * i, axis=1)), i, i / 25.0) for i in range(25)]
+
+
+@pytest.fixture(scope="session")
 def face_video(tmp_path_factory, astronaut) -> Path:
     """3 s, 25 fps, 480x360 H.264 clip of the astronaut's face moving across the frame."""
     face = astronaut[0:260, 120:360]

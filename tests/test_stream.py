@@ -4,9 +4,7 @@ and the video score are built from classifier outputs only - against dense scori
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from deepguard.runtime.stream import MAX_SIZE_CHANGE, Rescorer, yaw_proxy
@@ -117,16 +115,6 @@ def test_yaw_proxy() -> None:
 # --------------------------------------------------------------------------------- end to end on a real model
 
 
-@pytest.fixture(scope="module")
-def clip() -> list[Frame]:
-    """One second at 25 fps of a real 6-face group photo, panning 2 px per frame (the faces move, slowly)."""
-    insightface = pytest.importorskip("insightface")
-    from deepguard.runtime.decode import load_image
-
-    img = load_image(Path(insightface.__file__).parent / "data/images/t1.jpg")
-    return [Frame(np.ascontiguousarray(np.roll(img, 2 * i, axis=1)), i, i / FPS) for i in range(25)]
-
-
 def _counting(det):
     calls = {"crops": 0}
     real = det.classifier.score
@@ -140,13 +128,13 @@ def _counting(det):
 
 
 @pytest.mark.parametrize("pipeline", [False, True])
-def test_stream_vs_dense_on_real_faces(clip: list[Frame], pipeline: bool) -> None:
+def test_stream_vs_dense_on_real_faces(group_clip: list[Frame], pipeline: bool) -> None:
     from deepguard.runtime.pipeline import Detector
 
     dense, stream = Detector(rescore_rate=0, pipeline=pipeline), Detector(rescore_rate=5, pipeline=pipeline)
     n_dense, n_stream = _counting(dense), _counting(stream)
-    a, b = dense.analyze_frames(clip), stream.analyze_frames(clip)
-    assert len(a.faces) == len(b.faces) >= 6 * len(clip) - 6  # every face on every frame is boxed
+    a, b = dense.analyze_frames(group_clip), stream.analyze_frames(group_clip)
+    assert len(a.faces) == len(b.faces) >= 6 * len(group_clip) - 6  # every face on every frame is boxed
     assert all(f.age == 0 for f in a.faces)
     assert not any(math.isnan(f.score) for f in b.faces)  # carried frames carry a score
     assert n_dense["crops"] == len(a.faces)
@@ -163,11 +151,11 @@ def test_stream_vs_dense_on_real_faces(clip: list[Frame], pipeline: bool) -> Non
     assert b.verdict == a.verdict
 
 
-def test_stream_serial_and_pipelined_agree(clip: list[Frame]) -> None:
+def test_stream_serial_and_pipelined_agree(group_clip: list[Frame]) -> None:
     from deepguard.runtime.pipeline import Detector
 
-    ser = Detector(pipeline=False).analyze_frames(clip)
-    pip = Detector(pipeline=True).analyze_frames(clip)
+    ser = Detector(pipeline=False).analyze_frames(group_clip)
+    pip = Detector(pipeline=True).analyze_frames(group_clip)
     assert [(f.frame, f.person, f.age, round(f.score, 6)) for f in ser.faces] == [
         (f.frame, f.person, f.age, round(f.score, 6)) for f in pip.faces
     ]

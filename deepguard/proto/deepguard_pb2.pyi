@@ -52,18 +52,20 @@ class RawImage(_message.Message):
     def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ..., color_order: _Optional[_Union[ColorOrder, str]] = ..., pixels: _Optional[bytes] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("raw", "encoded", "index", "time", "live")
+    __slots__ = ("raw", "encoded", "index", "time", "live", "rescore_rate")
     RAW_FIELD_NUMBER: _ClassVar[int]
     ENCODED_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     LIVE_FIELD_NUMBER: _ClassVar[int]
+    RESCORE_RATE_FIELD_NUMBER: _ClassVar[int]
     raw: RawImage
     encoded: bytes
     index: int
     time: float
     live: bool
-    def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ..., index: _Optional[int] = ..., time: _Optional[float] = ..., live: _Optional[bool] = ...) -> None: ...
+    rescore_rate: float
+    def __init__(self, raw: _Optional[_Union[RawImage, _Mapping]] = ..., encoded: _Optional[bytes] = ..., index: _Optional[int] = ..., time: _Optional[float] = ..., live: _Optional[bool] = ..., rescore_rate: _Optional[float] = ...) -> None: ...
 
 class Image(_message.Message):
     __slots__ = ("raw", "encoded", "name")
@@ -96,7 +98,7 @@ class Point(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("box", "det_score", "keypoints", "score", "member_scores", "frame", "time", "person")
+    __slots__ = ("box", "det_score", "keypoints", "score", "member_scores", "frame", "time", "person", "age")
     BOX_FIELD_NUMBER: _ClassVar[int]
     DET_SCORE_FIELD_NUMBER: _ClassVar[int]
     KEYPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +107,7 @@ class Face(_message.Message):
     FRAME_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     PERSON_FIELD_NUMBER: _ClassVar[int]
+    AGE_FIELD_NUMBER: _ClassVar[int]
     box: Box
     det_score: float
     keypoints: _containers.RepeatedCompositeFieldContainer[Point]
@@ -113,7 +116,8 @@ class Face(_message.Message):
     frame: int
     time: float
     person: int
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., det_score: _Optional[float] = ..., keypoints: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., score: _Optional[float] = ..., member_scores: _Optional[_Iterable[float]] = ..., frame: _Optional[int] = ..., time: _Optional[float] = ..., person: _Optional[int] = ...) -> None: ...
+    age: int
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., det_score: _Optional[float] = ..., keypoints: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., score: _Optional[float] = ..., member_scores: _Optional[_Iterable[float]] = ..., frame: _Optional[int] = ..., time: _Optional[float] = ..., person: _Optional[int] = ..., age: _Optional[int] = ...) -> None: ...
 
 class Person(_message.Message):
     __slots__ = ("id", "score", "n_faces", "first_frame", "last_frame", "verdict")

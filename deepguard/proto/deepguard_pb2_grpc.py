@@ -69,6 +69,9 @@ class DeepGuardServicer:
         dynamic batcher. After the client half-closes, a final message carries the stream's summary (video verdict).
         Flow control: the server reads a stream only while it has room for its frames, so a fast sender is slowed
         down, never failed; RESOURCE_EXHAUSTED only at the start, when the server's --max-streams are all open.
+        Stream mode (Frame.rescore_rate): every frame is detected and tracked; a person is classified when it
+        appears, at most rescore_rate times per second of video time and when its face changes, and frames in between
+        carry its latest score (Face.age). Person and video scores use classifier outputs only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -42,6 +42,7 @@ from deepguard.serving.batcher import BatchObserver, Cancelled, DynamicBatcher
 from deepguard.serving.config import ServerConfig
 from deepguard.serving.flow import FrameBudget
 from deepguard.serving.metrics import Metrics
+from deepguard.serving.stream_scoring import Plan, StreamScoring
 
 log = logging.getLogger("deepguard.server.engine")
 
@@ -56,6 +57,9 @@ class ShuttingDown(Exception):
 class FrameOutcome:
     score: FrameScore
     faces: list[Face]
+    # Stream mode (submit_stream_frame): the frame's plan; the caller finishes it with StreamScoring.complete, in
+    # stream order, which sets ``score`` and the carried faces' scores.
+    plan: Plan | None = None
 
 
 class Accumulator:
@@ -122,6 +126,7 @@ class Engine:
         self.margin = detector.margin
         self.threshold = detector.threshold
         self.band = detector.band  # uncertain band (None: binary verdicts)
+        self.rescore_rate = detector.rescore_rate  # StreamFrames' default (serve --rescore-rate)
         self.metrics = metrics
         self.observer: BatchObserver = metrics or BatchObserver()
         self.det_batcher = DynamicBatcher(
@@ -207,6 +212,74 @@ class Engine:
                 fail(e)
 
         det = self.det_batcher.submit([(frame.image, cancelled)], cancelled, key=key, force=True)
+        det.add_done_callback(on_detected)
+        return out
+
+    def submit_stream_frame(
+        self,
+        frame: Frame,
+        stream: StreamScoring,
+        cancelled: Predicate | None = None,
+        key: object | None = None,
+    ) -> Future:
+        """``submit_frame`` in stream mode (:mod:`deepguard.serving.stream_scoring`): the frame is tracked in
+        stream order after detection, and only the faces its plan names go to the classifier. The Future's
+        FrameOutcome carries the plan; the caller passes it to ``stream.complete`` in stream order."""
+        if self.stop_reading() and not self._finishing_job():
+            raise ShuttingDown("server is shutting down")
+        out: Future = Future()
+        t0 = time.perf_counter()
+        ticket = stream.ticket()
+
+        def fail(e: BaseException) -> None:
+            if not out.done():
+                out.set_exception(e)
+
+        def on_classified(f: Future, plan: Plan, idx: list[int]) -> None:
+            try:
+                for j, (p, m) in zip(idx, f.result(), strict=True):
+                    plan.faces[j].score, plan.faces[j].member_scores = p, m
+                pending = FrameScore(frame.index, frame.time, None, len(plan.faces))  # set by complete()
+                out.set_result(FrameOutcome(pending, plan.faces, plan))
+                self._observe_frame(t0, len(plan.faces))
+            except BaseException as e:  # noqa: BLE001 - surfaced through the future
+                fail(e)
+
+        def planned(plan: Plan | None, idx: list[int] | None, error: list) -> None:
+            """Called once per frame by ``stream.detected``; must not raise (the frames after it are called next)."""
+            try:
+                if plan is None:
+                    raise error[0]
+                if not idx:
+                    done: Future = Future()
+                    done.set_result([])
+                    on_classified(done, plan, [])
+                    return
+                crops = crop_faces(frame.image, plan.boxes.boxes[idx], self.size, self.margin)
+                cf = self.cls_batcher.submit(list(crops), cancelled, key=key, force=True)
+                cf.add_done_callback(lambda g: on_classified(g, plan, idx))
+            except BaseException as e:  # noqa: BLE001 - surfaced through the future
+                fail(e)
+
+        def on_detected(f: Future) -> None:
+            error: list = []
+            try:
+                boxes: FaceBoxes | None = f.result()[0]
+                if cancelled is not None and cancelled():  # its detection may have been cut short
+                    raise Cancelled("caller cancelled")
+            except BaseException as e:  # noqa: BLE001 - the frame is passed over, its error surfaced
+                boxes = None
+                error.append(e)
+            try:
+                stream.detected(ticket, frame, boxes, lambda plan, idx: planned(plan, idx, error))
+            except BaseException as e:  # noqa: BLE001
+                fail(e)
+
+        try:
+            det = self.det_batcher.submit([(frame.image, cancelled)], cancelled, key=key, force=True)
+        except BaseException:
+            stream.detected(ticket, frame, None, lambda *_: None)  # its successors must not wait for it
+            raise
         det.add_done_callback(on_detected)
         return out
 

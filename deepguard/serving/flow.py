@@ -101,6 +101,7 @@ class StreamFlow:
     """One stream's window: the reader ``add``s frames in order, the writer takes ``next_answer`` in order.
 
     ``submit(frame) -> Future`` hands a frame to the engine; it must not block (the budget was acquired before).
+    Frames reach ``submit`` in stream order, one call at a time (stream mode tracks them in that order).
     """
 
     def __init__(
@@ -124,6 +125,8 @@ class StreamFlow:
         self._bytes = 0  # bytes of this stream's frames not yet analysed
         self._computing = 0  # frames handed to the engine and not done
         self._waiting: Entry | None = None  # live: the newest frame, waiting for a compute slot
+        self._started: deque[Entry] = deque()  # counted as in analysis, not yet handed to the engine
+        self._launching = threading.RLock()  # one launcher at a time; re-entered by a future done at once
         self._closed = False
         self.skipped = 0
 
@@ -163,7 +166,7 @@ class StreamFlow:
             self._unreserve(n)
             self._budget.release(n)
         elif launch:
-            self._launch(entry)
+            self._launch()
 
     def finish(self, final: object) -> None:
         """The stream's last entry: a sentinel for a clean end, or the exception that ends it."""
@@ -200,18 +203,28 @@ class StreamFlow:
         """Count ``entry`` as in analysis and in the window (caller holds the lock; ``_launch`` follows)."""
         self._computing += 1
         self._held += 1
+        self._started.append(entry)
 
-    def _launch(self, entry: Entry) -> None:
-        frame, entry.frame = entry.frame, None
-        try:
-            fut = self._submit(frame)  # type: ignore[arg-type]
-        except BaseException as e:  # noqa: BLE001 - answered in order through the entry
-            fut = Future()
-            fut.set_exception(e)
-        with self._cond:
-            entry.future = fut
-            self._cond.notify_all()
-        fut.add_done_callback(lambda _f: self._done(entry))
+    def _launch(self) -> None:
+        """Hand the started entries to the engine in start order. The reader and a finishing frame's callback
+        (live mode: it starts the waiting frame) may both launch at once; one launcher drains the queue, so a
+        newer frame is never submitted before an older one."""
+        with self._launching:
+            while True:
+                with self._cond:
+                    if not self._started:
+                        return
+                    entry = self._started.popleft()
+                frame, entry.frame = entry.frame, None
+                try:
+                    fut = self._submit(frame)  # type: ignore[arg-type]
+                except BaseException as e:  # noqa: BLE001 - answered in order through the entry
+                    fut = Future()
+                    fut.set_exception(e)
+                with self._cond:
+                    entry.future = fut
+                    self._cond.notify_all()
+                fut.add_done_callback(lambda _f, e=entry: self._done(e))
 
     def _done(self, entry: Entry) -> None:
         """A frame's analysis finished (or failed): free its bytes, start the waiting live frame, wake the writer."""
@@ -225,7 +238,7 @@ class StreamFlow:
             self._cond.notify_all()
         self._budget.release(entry.nbytes)
         if nxt is not None:
-            self._launch(nxt)
+            self._launch()
 
     # -- writer side ----------------------------------------------------------------------------------------------
     def next_answer(self, gone: Predicate, idle: Callable[[], object | None]) -> Entry:

@@ -27,7 +27,6 @@ from deepguard.errors import MediaError
 from deepguard.proto import deepguard_pb2 as pb
 from deepguard.proto import deepguard_pb2_grpc as pb_grpc
 from deepguard.runtime import aggregate
-from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Frame
 from deepguard.serving import memory, wire
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
@@ -35,6 +34,7 @@ from deepguard.serving.budget import Budget, OverBudget
 from deepguard.serving.engine import Accumulator, Engine, FrameOutcome, ShuttingDown
 from deepguard.serving.flow import Entry, StreamFlow
 from deepguard.serving.metrics import Metrics
+from deepguard.serving.stream_scoring import StreamScoring
 
 log = logging.getLogger("deepguard.server")
 
@@ -65,6 +65,21 @@ def status_for(e: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.DEADLINE_EXCEEDED, str(e)
     log.error("internal error: %s", e, exc_info=e)
     return grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}"
+
+
+def _set_rescore_rate(scoring: StreamScoring, rate: float, position: int, label: str) -> None:
+    """A stream's ``rescore_rate``: set by its first frame; later frames may repeat it, not change it."""
+    if not (math.isfinite(rate) and rate >= 0):
+        raise MediaError(
+            f"{label}: rescore_rate must be a finite number >= 0 (0 = score every face), got {rate}"
+        )
+    if position == 0:
+        scoring.set_rate(rate)
+    elif rate != scoring.rescorer.rate:
+        raise MediaError(
+            f"{label}: rescore_rate {rate:g} differs from this stream's {scoring.rescorer.rate:g} "
+            "(set it on the first frame; it holds for the whole stream)"
+        )
 
 
 def _refuse_image(buf, name: str) -> None:
@@ -184,8 +199,9 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 return finished.is_set() or gone_pred()
 
             key = object()  # this stream's lane in the batchers (round-robin across streams)
+            scoring = StreamScoring(self.engine.rescore_rate)
             flow = StreamFlow(
-                lambda fr: self.engine.submit_frame(fr, gone, key),
+                lambda fr: self.engine.submit_stream_frame(fr, scoring, gone, key),
                 self.engine.frame_budget,
                 window=self.cfg.stream_window,
                 max_bytes=self.cfg.stream_max_bytes,
@@ -193,18 +209,23 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 backlog=LIVE_BACKLOG,
             )
             reader = threading.Thread(
-                target=self._read_stream, args=(requests, flow, gone), name="stream-reader", daemon=True
+                target=self._read_stream,
+                args=(requests, flow, scoring, gone),
+                name="stream-reader",
+                daemon=True,
             )
             reader.start()
             try:
-                yield from self._answers(flow, gone, stats)
+                yield from self._answers(flow, scoring, gone, stats)
             finally:
                 finished.set()  # stops the reader and drops this stream's queued work
                 flow.close()
 
-    def _answers(self, flow: StreamFlow, gone: Callable[[], bool], stats: dict) -> Iterator[pb.FrameResult]:
-        """One answer per frame in stream order (analysed or skipped), then the summary."""
-        running = Tracker()  # persons across the stream; O(1) state per person, its score is the video rule
+    def _answers(
+        self, flow: StreamFlow, running: StreamScoring, gone: Callable[[], bool], stats: dict
+    ) -> Iterator[pb.FrameResult]:
+        """One answer per frame in stream order (analysed or skipped), then the summary. ``running``: the
+        stream's persons (O(1) state per person; its score is the video rule) and re-scoring state."""
         thr = self.engine.threshold
 
         def idle() -> _DrainStop | None:  # an idle stream must not hold up the shutdown
@@ -226,12 +247,14 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 yield self._frame_result(entry, None, running, thr)
                 continue
             out: FrameOutcome = entry.future.result()  # done: next_answer waited for it
-            running.update(out.faces)  # sets the faces' person ids before they are sent
+            out.score, out.faces = running.complete(out.plan)  # carried scores, votes of classifier outputs
             stats["frames"] = running.frames
             yield self._frame_result(entry, out, running, thr)
         yield self._summary(running, flow.skipped)
 
-    def _read_stream(self, requests, flow: StreamFlow, gone: Callable[[], bool]) -> None:
+    def _read_stream(
+        self, requests, flow: StreamFlow, scoring: StreamScoring, gone: Callable[[], bool]
+    ) -> None:
         """The stream's reader thread: reads a message only when the stream's window has room for it."""
         position = 0
         it = iter(requests)
@@ -256,6 +279,8 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                         raise MediaError(
                             f"frame {index}: time must be a finite number of seconds, got {msg.time}"
                         )
+                    if msg.HasField("rescore_rate"):
+                        _set_rescore_rate(scoring, msg.rescore_rate, position, f"frame {index}")
                     image = wire.image_to_rgb(msg, f"frame {index}", self.cfg.max_frame_pixels)
                 except Exception as e:  # noqa: BLE001 - a bad frame ends the stream after earlier results
                     flow.finish(e)
@@ -271,7 +296,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 flow.finish(e)
 
     def _frame_result(
-        self, entry: Entry, out: FrameOutcome | None, running: Tracker, thr: float
+        self, entry: Entry, out: FrameOutcome | None, running: StreamScoring, thr: float
     ) -> pb.FrameResult:
         """The answer for one frame; ``out`` None: a skipped live frame (no faces, running verdict carried)."""
         score = running.score
@@ -291,7 +316,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
             r.running_score = score
         return r
 
-    def _summary(self, running: Tracker, skipped: int = 0) -> pb.FrameResult:
+    def _summary(self, running: StreamScoring, skipped: int = 0) -> pb.FrameResult:
         thr, band, score = self.engine.threshold, self.engine.band, running.score
         verdict = wire.VERDICTS[aggregate.verdict(score, thr, band)]
         s = pb.StreamSummary(

@@ -91,6 +91,7 @@ def face_to_pb(f: Face) -> pb.Face:
         out.time = f.time
     if f.person is not None:
         out.person = f.person
+    out.age = f.age
     return out
 
 
@@ -148,6 +149,7 @@ def face_from_pb(f: pb.Face) -> Face:
         score=f.score,
         member_scores=list(f.member_scores),
         person=_opt(f, "person"),
+        age=f.age,
     )
 
 
