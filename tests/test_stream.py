@@ -106,6 +106,17 @@ def test_forget_bounds_the_state() -> None:
     assert r.plan(ff)[0][0]  # no memory of person 0: scored as new
 
 
+def test_new_only_defers_known_persons() -> None:
+    r = Rescorer(5.0)
+    tr = Tracker()
+    frames = [[_face(0)], [_face(1, box=(100, 100, 150, 150)), _face(1, box=(400, 100, 500, 200))]]
+    tr.assign(frames[0])
+    r.fill(frames[0], r.plan(frames[0]))
+    tr.assign(frames[1])
+    plan = r.plan(frames[1], new_only=True)  # person 0 changed size (would be re-scored); person 1 is new
+    assert [need for need, _ in plan] == [False, True]
+
+
 def test_yaw_proxy() -> None:
     assert yaw_proxy([[0, 0], [10, 0], [5, 5]]) == pytest.approx(0.0)
     assert yaw_proxy([[0, 0], [10, 0], [8, 5]]) == pytest.approx(0.3)

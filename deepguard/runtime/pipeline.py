@@ -40,6 +40,7 @@ from deepguard.runtime import aggregate
 from deepguard.runtime.classify import FaceClassifier
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, media_kind
+from deepguard.runtime.facedet.regions import SCAN_EVERY, RegionScan
 from deepguard.runtime.stream import RESCORE_RATE, Rescorer
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
@@ -137,10 +138,14 @@ class Detector:
         threshold: float | None = None,
         pipeline: bool | None = None,
         rescore_rate: float = RESCORE_RATE,
+        scan_every: int = SCAN_EVERY,
     ) -> None:
         if rescore_rate < 0:
             raise ValueError(f"rescore_rate must be >= 0 (0 = score every face), got {rescore_rate}")
         self.rescore_rate = float(rescore_rate)
+        self.scan_every = max(
+            1, int(scan_every)
+        )  # stream mode: full detector scan every N frames (1 = always)
         self.pipeline = pipeline_default() if pipeline is None else bool(pipeline)
         self.threads = threads
         self.classifier = FaceClassifier(model, precision=precision, providers=providers, threads=threads)
@@ -214,14 +219,26 @@ class Detector:
         all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         return dets, all_crops
 
-    def _detect_only(self, frames: list[Frame]) -> tuple[list[FaceBoxes]]:
-        """Stream mode's detector stage: boxes only; which faces to crop is decided after tracking."""
-        return (self.face_detector.detect([f.image for f in frames]),)
+    def _detect_only(
+        self, scan: RegionScan | None, frames: list[Frame]
+    ) -> tuple[list[FaceBoxes], list[bool]]:
+        """Stream mode's detector stage: boxes only (which faces to crop is decided after tracking), and which
+        frames were full scans; with a BlazeFace, full scans every ``scan_every`` frames and regions around the
+        last faces in between (:mod:`deepguard.runtime.facedet.regions`)."""
+        if scan is None:
+            return self.face_detector.detect([f.image for f in frames]), [True] * len(frames)
+        return scan.detect(frames)
 
     def _stream_chunk(
-        self, tracker: Tracker, rescorer: Rescorer, frames: list[Frame], dets: list[FaceBoxes]
+        self,
+        tracker: Tracker,
+        rescorer: Rescorer,
+        frames: list[Frame],
+        dets: list[FaceBoxes],
+        scanned: list[bool],
     ) -> list[list[Face]]:
-        """Track every frame, classify only the faces :class:`Rescorer` asks for, carry the rest.
+        """Track every frame, classify only the faces :class:`Rescorer` asks for, carry the rest (on frames
+        that were not full scans, only new persons are classified: ``Rescorer.plan(new_only=...)``).
 
         Frame by frame (not one classifier run per chunk): tracking a frame needs the previous frame's persons
         complete, and in stream mode a frame has a fraction of a face to classify on average, so batching
@@ -229,11 +246,11 @@ class Detector:
         """
         size = self.classifier.input_size
         out = []
-        for f, d in zip(frames, dets, strict=True):
+        for f, d, full in zip(frames, dets, scanned, strict=True):
             nan = [float("nan")] * len(d)
             faces = assemble_faces(f, d, nan, [[] for _ in nan])
             tracker.assign(faces)
-            plan = rescorer.plan(faces)
+            plan = rescorer.plan(faces, new_only=not full)
             idx = [j for j, (need, _) in enumerate(plan) if need]
             if idx:
                 probs, members = self.classifier.score(crop_faces(f.image, d.boxes[idx], size, self.margin))
@@ -283,10 +300,22 @@ class Detector:
             return (lambda frames: ()), lambda frames: self._tracked(tracker, self._face_crop_chunk(frames))
         if self.rescore_rate > 0:
             rescorer = Rescorer(self.rescore_rate)
-            return self._detect_only, lambda frames, dets: self._stream_chunk(tracker, rescorer, frames, dets)
+            scan = self._region_scan()
+            return (
+                lambda frames: self._detect_only(scan, frames),
+                lambda frames, dets, scanned: self._stream_chunk(tracker, rescorer, frames, dets, scanned),
+            )
         return self._detect_chunk, lambda frames, dets, crops: self._tracked(
             tracker, self._score_chunk(frames, dets, crops)
         )
+
+    def _region_scan(self) -> RegionScan | None:
+        """A fresh detection schedule for one stream (BlazeFace only: regions need its mosaic view)."""
+        from deepguard.runtime.facedet.blazeface import BlazeFaceDetector
+
+        if self.scan_every <= 1 or not isinstance(self.face_detector, BlazeFaceDetector):
+            return None
+        return RegionScan(self.face_detector, self.scan_every)
 
     @staticmethod
     def _tracked(tracker: Tracker, faces: list[list[Face]]) -> list[list[Face]]:

@@ -77,8 +77,13 @@ class Rescorer:
         self.rate = float(rate)
         self._last: dict[int, _Scored] = {}
 
-    def plan(self, faces: list[Face]) -> list[tuple[bool, _Scored]]:
+    def plan(self, faces: list[Face], new_only: bool = False) -> list[tuple[bool, _Scored]]:
         """For one frame's tracked faces (``person`` set): ``(classify now?, reference)`` per face.
+
+        ``new_only``: classify only persons seen for the first time; the others wait for a frame without it.
+        Stream mode's region frames (:mod:`deepguard.runtime.facedet.regions`) pass it: their boxes come from a
+        coarser view, so a crop from them would differ from the full scan's, and their detector confidence is not
+        comparable with a full scan's (it would trip the occlusion rule); the next full scan is <= 4 frames away.
 
         A face to classify becomes its person's reference at once, so later frames of the same chunk are decided
         against it before its score exists (decisions use time and geometry only); a carried face's reference is
@@ -94,12 +99,9 @@ class Rescorer:
                 f.det_score,
             )
             last = self._last.get(f.person) if f.person is not None else None
-            if (
-                last is None
-                or f.time is None
-                or self.rate == 0
-                or self._stale(last, now)
-                or self.changed(last, now)
+            if last is None or (
+                not new_only
+                and (f.time is None or self.rate == 0 or self._stale(last, now) or self.changed(last, now))
             ):
                 if f.person is not None:
                     self._last[f.person] = now
