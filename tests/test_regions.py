@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from deepguard.runtime.facedet.blazeface import iou_matrix
-from deepguard.runtime.facedet.regions import SCAN_EVERY, RegionScan, detect_in_regions, regions_around
-from deepguard.runtime.types import FaceBoxes, Frame
+from deepguard.runtime.facedet.regions import SCAN_EVERY, RegionSchedule, detect_in_regions, regions_around
+from deepguard.runtime.types import Frame
 
 
 def test_regions_are_squares_around_the_faces_inside_the_frame() -> None:
@@ -21,44 +21,23 @@ def test_regions_are_squares_around_the_faces_inside_the_frame() -> None:
     assert r[1].tolist() == [0, 0, 80, 80] and r[2].tolist() == [1220, 660, 1280, 720]  # shifted inside
 
 
-class _Counting:
-    """A detector double that records calls; only the schedule is under test here (real model below)."""
+def test_full_scans_on_schedule_after_an_empty_frame_and_when_not_close_in_time() -> None:
+    two = np.array([[10, 10, 50, 50], [70, 10, 110, 50]], np.float32)
 
-    def __init__(self, faces: int) -> None:
-        self.faces, self.calls = faces, []
+    def run(sched: RegionSchedule, times, boxes=two) -> list[bool]:
+        out = []
+        for t in times:
+            full = sched.full_scan_due(t)
+            sched.observe(boxes, t, full)
+            out.append(full)
+        return out
 
-    def detect(self, frames):
-        self.calls.append([f.shape for f in frames])
-        n = self.faces
-        boxes = np.array([[10 + 60 * j, 10, 50 + 60 * j, 50] for j in range(n)], np.float32).reshape(-1, 4)
-        return [
-            FaceBoxes(boxes, np.full(n, 0.9, np.float32), np.zeros((n, 6, 2), np.float32)) for _ in frames
-        ]
-
-
-def test_full_scans_on_schedule_and_after_an_empty_frame(monkeypatch) -> None:
-    import deepguard.runtime.facedet.regions as regions
-
-    det = _Counting(faces=2)
-    monkeypatch.setattr(
-        regions,
-        "detect_in_regions",
-        lambda d, f, r, c: FaceBoxes(
-            r[:, :4].astype(np.float32), np.ones(len(r), np.float32), np.zeros((len(r), 6, 2), np.float32)
-        ),
-    )
-    scan = RegionScan(det, SCAN_EVERY)
-    img = np.zeros((240, 320, 3), np.uint8)
-    frames = [Frame(img, i, i / 25) for i in range(12)]
-    _, scanned = scan.detect(frames)
-    assert [i for i, s in enumerate(scanned) if s] == [0, 5, 10]
-    untimed = RegionScan(det, SCAN_EVERY).detect([Frame(img, i, None) for i in range(3)])[1]
-    one_fps = RegionScan(det, SCAN_EVERY).detect([Frame(img, i, float(i)) for i in range(3)])[1]
-    assert untimed == one_fps == [True] * 3  # not close in time: the faces may be anywhere
-    det.faces = 0
-    empty = RegionScan(det, SCAN_EVERY)
-    _, scanned = empty.detect(frames[:4])
-    assert scanned == [True] * 4  # nothing to look around: every frame is a full scan
+    timed = run(RegionSchedule(SCAN_EVERY), [i / 25 for i in range(12)])
+    assert [i for i, s in enumerate(timed) if s] == [0, 5, 10]
+    assert run(RegionSchedule(SCAN_EVERY), [i / 25 for i in range(4)], np.zeros((0, 4))) == [True] * 4
+    assert run(RegionSchedule(SCAN_EVERY), [None] * 3) == [True] * 3  # untimed: faces may be anywhere
+    assert run(RegionSchedule(SCAN_EVERY), [0.0, 1.0, 2.0]) == [True] * 3  # 1 fps sampling
+    assert run(RegionSchedule(1), [i / 25 for i in range(3)]) == [True] * 3
 
 
 def test_region_mosaic_finds_the_full_scans_faces(t1_jpg) -> None:
@@ -71,9 +50,7 @@ def test_region_mosaic_finds_the_full_scans_faces(t1_jpg) -> None:
     assert len(full) == 6
     moved = np.ascontiguousarray(np.roll(img, 6, axis=1))  # the next frames: faces moved a little
     ref = det.detect([moved])[0]
-    got = detect_in_regions(
-        det, moved, regions_around(full.boxes, *img.shape[:2]), (full.boxes[:, :2] + full.boxes[:, 2:]) / 2
-    )
+    got = detect_in_regions(det, moved, full.boxes)
     assert len(got) == len(ref) == 6
     iou = iou_matrix(ref.boxes, got.boxes).max(1)
     assert iou.min() >= 0.75 and np.median(iou) >= 0.85
@@ -91,6 +68,9 @@ def test_pipeline_uses_regions_between_scans_in_stream_mode(group_clip) -> None:
     assert scan is not None
     _, scanned = scan.detect(group_clip[:7])
     assert scanned == [True, False, False, False, False, True, False]
+    blank = Frame(np.full_like(group_clip[8].image, 90), 8, 8 / 25)  # every face gone (cut to black)
+    dets, scanned = scan.detect([group_clip[7], blank])
+    assert scanned == [False, True] and len(dets[1]) == 0  # the regions lost the faces: full scan at once
     assert Detector(rescore_rate=5, scan_every=1)._region_scan() is None
     with pytest.raises(ValueError):
         Detector(rescore_rate=-1)

@@ -25,6 +25,7 @@ classified: ``Rescorer.plan(new_only=True)``), so a classified crop is the one d
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -53,11 +54,25 @@ def regions_around(boxes: np.ndarray, height: int, width: int, scale: float = RE
     return np.round(out).astype(np.int64)
 
 
-def _mosaics(frame: np.ndarray, regions: np.ndarray, cell: int) -> list[np.ndarray]:
-    """The regions resized to ``cell`` px and packed 2x2 into square images of 2 ``cell`` px (grey padding)."""
+@dataclass
+class RegionJob:
+    """One frame's region search: the regions, where each one's face was, and the mosaic views to detect."""
+
+    regions: np.ndarray  # (F, 4) int
+    expected: np.ndarray  # (F, 2) face centres in frame pixels
+    views: list[np.ndarray]  # ceil(F / 4) square images of the model's input size
+    cell: int
+    shape: tuple[int, int]  # the frame's (height, width)
+
+
+def region_job(detector, frame: np.ndarray, last_boxes: np.ndarray) -> RegionJob:
+    """The regions around ``last_boxes`` and their 2x2 mosaics (each region resized to half the model input)."""
     import cv2
 
-    out = []
+    h, w = frame.shape[:2]
+    regions = regions_around(last_boxes, h, w)
+    cell = detector.config.input_size // 2
+    views = []
     for start in range(0, len(regions), 4):
         m = np.full((2 * cell, 2 * cell, 3), 127, np.uint8)
         for q, (x0, y0, x1, y1) in enumerate(regions[start : start + 4].tolist()):
@@ -67,23 +82,19 @@ def _mosaics(frame: np.ndarray, regions: np.ndarray, cell: int) -> list[np.ndarr
             m[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(
                 crop, (cell, cell), interpolation=interp
             )
-        out.append(m)
-    return out
+        views.append(m)
+    expected = (last_boxes[:, :2] + last_boxes[:, 2:]) / 2
+    return RegionJob(regions, np.asarray(expected, np.float64), views, cell, (h, w))
 
 
-def detect_in_regions(detector, frame: np.ndarray, regions: np.ndarray, expected: np.ndarray) -> FaceBoxes:
-    """One frame's faces found in ``regions`` by ``detector`` (BlazeFace), in frame pixels.
-
-    Four regions share one detector view: each is resized to half the model's input side and placed in one
-    quadrant, so a frame with F known faces costs ceil(F / 4) views (a full 720p scan: 4) and the boxes come
-    from the same model as the full scans' (no jump in box statistics between scan and region frames).
-    """
+def region_faces(job: RegionJob, found: Sequence[FaceBoxes], nms_iou: float) -> FaceBoxes:
+    """The frame's faces from the detections in ``job``'s views: per region its best detection near where its face
+    was, mapped back to frame pixels, merged by weighted NMS (sorted by score, as ``detect`` returns them)."""
     from deepguard.runtime.facedet.blazeface import NUM_KEYPOINTS, weighted_nms
 
-    cell = detector.config.input_size // 2
-    found = detector.detect(_mosaics(frame, regions, cell))
+    cell = job.cell
     picked = []
-    for i, (x0, y0, x1, _y1) in enumerate(regions.tolist()):
+    for i, (x0, y0, x1, _y1) in enumerate(job.regions.tolist()):
         fb = found[i // 4]
         if not len(fb):
             continue
@@ -91,7 +102,7 @@ def detect_in_regions(detector, frame: np.ndarray, regions: np.ndarray, expected
         scale = (x1 - x0) / cell
         origin = np.array([c * cell, r * cell], np.float32)
         off = np.array([x0, y0], np.float32)
-        want = (expected[i] - off) / scale + origin  # where the region's own face was, in the mosaic
+        want = (job.expected[i] - off) / scale + origin  # where the region's own face was, in the mosaic
         centre = (fb.boxes[:, :2] + fb.boxes[:, 2:]) / 2
         near = np.all(np.abs(centre - want) <= CENTRE_SHARE * cell, axis=1)
         if not near.any():
@@ -105,54 +116,92 @@ def detect_in_regions(detector, frame: np.ndarray, regions: np.ndarray, expected
     boxes = np.stack([p[0] for p in picked]).astype(np.float32)
     scores = np.array([p[1] for p in picked], np.float32)
     kps = np.stack([p[2] for p in picked]).astype(np.float32)
-    boxes, scores, kps = weighted_nms(boxes, scores, kps, detector.nms_iou)  # sorted by score, as detect()'s
-    h, w = frame.shape[:2]
+    boxes, scores, kps = weighted_nms(boxes, scores, kps, nms_iou)
+    h, w = job.shape
     return FaceBoxes(np.clip(boxes, 0, [w, h, w, h]).astype(np.float32), scores, kps)
 
 
-class RegionScan:
-    """One stream's detection schedule (module docstring): ``detect(frames)`` in stream order, frame by frame."""
+def detect_in_regions(detector, frame: np.ndarray, last_boxes: np.ndarray) -> FaceBoxes:
+    """One frame's faces found by ``detector`` (BlazeFace) in the regions around ``last_boxes``.
 
-    def __init__(self, detector, scan_every: int = SCAN_EVERY) -> None:
-        self.detector = detector
+    Four regions share one detector view: each is resized to half the model's input side and placed in one
+    quadrant, so a frame with F known faces costs ceil(F / 4) views (a full 720p scan: 4) and the boxes come
+    from the same model as the full scans' (no jump in box statistics between scan and region frames).
+    """
+    job = region_job(detector, frame, last_boxes)
+    return region_faces(job, detector.detect(job.views), detector.nms_iou)
+
+
+class RegionSchedule:
+    """When a stream's next frame gets a full scan (module docstring); fed each frame's result in order."""
+
+    def __init__(self, scan_every: int = SCAN_EVERY) -> None:
         self.scan_every = max(1, int(scan_every))
         self._since_scan = 0
-        self._last: np.ndarray | None = None  # the previous frame's boxes
+        self.last: np.ndarray | None = None  # the previous frame's boxes
         self._last_time: float | None = None
         self.scans = self.region_frames = 0  # what ran, for the benchmark's profile
 
-    def _due(self, time: float | None) -> bool:
-        """A full scan: on schedule, with no face to look around, or when the frame is not close in time to
-        the previous one (untimed frames, 1 fps sampling: faces may have moved anywhere)."""
+    def full_scan_due(self, time: float | None) -> bool:
+        """On schedule, with no face to look around, or when the frame is not close in time to the previous
+        one (untimed frames, 1 fps sampling: faces may have moved anywhere)."""
         return (
-            self._last is None
-            or not len(self._last)
+            self.last is None
+            or not len(self.last)
             or self._since_scan >= self.scan_every
             or time is None
             or self._last_time is None
             or not 0 <= time - self._last_time <= MAX_GAP_S
         )
 
+    @staticmethod
+    def lost_a_face(job: RegionJob, found: FaceBoxes) -> bool:
+        """The regions found fewer faces than they looked for: the frame gets a full scan at once."""
+        return len(found) < len(job.regions)
+
+    def observe(self, boxes: np.ndarray | None, time: float | None, scanned: bool) -> None:
+        """The frame's final boxes (None: its detection failed) and whether they come from a full scan."""
+        if scanned:
+            self._since_scan, self.scans = 1, self.scans + 1
+        else:
+            self._since_scan, self.region_frames = self._since_scan + 1, self.region_frames + 1
+        self.last = None if boxes is None else np.asarray(boxes)
+        self._last_time = time
+
+
+class RegionScan:
+    """In-process stream mode's detector stage: ``detect(frames)`` in stream order, frame by frame."""
+
+    def __init__(self, detector, scan_every: int = SCAN_EVERY) -> None:
+        self.detector = detector
+        self.schedule = RegionSchedule(scan_every)
+
     def detect(self, frames: Sequence[Frame]) -> tuple[list[FaceBoxes], list[bool]]:
         """Each frame's faces, and whether it was a full scan (False: found in regions)."""
         out, scanned = [], []
+        sched = self.schedule
         for fr in frames:
-            f = fr.image
-            due = self._due(fr.time)
-            if not due:
-                last = self._last
-                centres = (last[:, :2] + last[:, 2:]) / 2
-                fb = detect_in_regions(self.detector, f, regions_around(last, *f.shape[:2]), centres)
-                due = len(fb) < len(last)  # a face was lost (moved fast, left, occluded): scan this frame
-                if not due:
-                    self._since_scan, self.region_frames = self._since_scan + 1, self.region_frames + 1
-            if due:
-                fb = self.detector.detect([f])[0]
-                self._since_scan, self.scans = 1, self.scans + 1
-            self._last, self._last_time = fb.boxes, fr.time
+            full = sched.full_scan_due(fr.time)
+            if not full:
+                job = region_job(self.detector, fr.image, sched.last)
+                fb = region_faces(job, self.detector.detect(job.views), self.detector.nms_iou)
+                full = sched.lost_a_face(job, fb)
+            if full:
+                fb = self.detector.detect([fr.image])[0]
+            sched.observe(fb.boxes, fr.time, full)
             out.append(fb)
-            scanned.append(due)
+            scanned.append(full)
         return out, scanned
 
 
-__all__ = ["REGION_SCALE", "SCAN_EVERY", "RegionScan", "detect_in_regions", "regions_around"]
+__all__ = [
+    "REGION_SCALE",
+    "SCAN_EVERY",
+    "RegionJob",
+    "RegionScan",
+    "RegionSchedule",
+    "detect_in_regions",
+    "region_faces",
+    "region_job",
+    "regions_around",
+]
