@@ -44,15 +44,9 @@ def test_stream_mode_equals_in_process(client, group_clip: list[Frame]) -> None:
     the same persons, the same faces classified (age 0), the same scores carried, the same summary."""
     det = shared_detector()
     assert det.rescore_rate == 5.0
-    scan_every, det.scan_every = (
-        det.scan_every,
-        1,
-    )  # the server runs a full detector scan on every frame (regions are in-process only)
-    try:
-        ref = list(det.iter_frames(group_clip))
-        a = det.analyze_frames(group_clip)
-    finally:
-        det.scan_every = scan_every
+    assert det.scan_every == 5  # both sides: full scans every 5th frame, regions in between
+    ref = list(det.iter_frames(group_clip))
+    a = det.analyze_frames(group_clip)
     stream = client.stream_frames(group_clip)
     results = list(stream)
     assert [r.frame.index for r in results] == list(range(len(group_clip)))
@@ -83,7 +77,9 @@ def test_rate_zero_scores_every_face(client, group_clip: list[Frame]) -> None:
     faces = [f for r in dense for f in r.faces]
     assert faces and all(f.age == 0 for f in faces)
     default = [f for r in client.stream_frames(clip) for f in r.faces]
-    assert [f.box for f in faces] == [f.box for f in default]
+    assert [f.frame for f in faces] == [f.frame for f in default]  # every face of every frame boxed
+    scans = {0, 5}  # full detector scans; the frames between find the faces in regions around the last boxes
+    assert [f.box for f in faces if f.frame in scans] == [f.box for f in default if f.frame in scans]
     assert sum(f.age == 0 for f in default) < len(default)
     by_key = {(f.frame, f.person): f.score for f in faces}
     for f in default:  # a face stream mode classifies is the crop dense mode scored
@@ -192,3 +188,38 @@ def test_stream_launches_frames_in_start_order() -> None:
     first.join(5)
     second.join(5)
     assert order == [0, 1, 2]
+
+
+def test_region_mode_lost_faces_and_a_bad_frame(server, client, group_clip: list[Frame]) -> None:
+    """Faces that vanish (a cut to grey) force a full scan on the server as in-process; a bad frame in region
+    mode ends the stream with INVALID_ARGUMENT after the earlier results (the detection chain does not hang)."""
+    blank = Frame(np.full_like(group_clip[4].image, 90), 4, 4 / 25)
+    clip = [*group_clip[:4], blank, *group_clip[5:9]]
+    ref = list(shared_detector().iter_frames(clip))
+    got = list(client.stream_frames(clip))
+    assert [len(r.faces) for r in got] == [len(ff) for _, ff in ref]
+    assert len(got[4].faces) == 0 and len(got[5].faces) == 6
+    assert [_key(f) for r in got for f in r.faces] == [_key(f) for _, ff in ref for f in ff]
+    stub = pb_grpc.DeepGuardStub(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+    msgs = _frames(group_clip, 4, {})
+    bad = pb.Frame(
+        raw=pb.RawImage(height=4, width=4, channels=3, color_order=42, pixels=bytes(48)), time=0.16
+    )
+    seen = []
+    with pytest.raises(grpc.RpcError) as e:
+        for r in stub.StreamFrames(iter([*msgs, bad, *msgs]), timeout=60):
+            seen.append(r.index)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "frame 4" in e.value.details()
+    assert seen == [0, 1, 2, 3]
+    assert client.health() == "SERVING"
+
+
+def test_region_mode_stream_cancelled_midway_frees_the_server(client, group_clip: list[Frame]) -> None:
+    stream = client.stream_frames(group_clip)
+    it = iter(stream)
+    next(it), next(it)
+    stream.cancel()
+    with pytest.raises(Exception):  # noqa: B017 - the cancelled call ends with the client's error type
+        list(it)
+    again = list(client.stream_frames(group_clip[:6]))
+    assert [r.frame.index for r in again] == list(range(6)) and all(len(r.faces) == 6 for r in again)

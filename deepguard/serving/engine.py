@@ -34,6 +34,7 @@ from deepguard.errors import MediaError
 from deepguard.runtime import aggregate
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, video_info
+from deepguard.runtime.facedet.regions import RegionJob, RegionSchedule, region_faces, region_job
 from deepguard.runtime.pipeline import Detector, assemble_faces
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
@@ -127,6 +128,8 @@ class Engine:
         self.threshold = detector.threshold
         self.band = detector.band  # uncertain band (None: binary verdicts)
         self.rescore_rate = detector.rescore_rate  # StreamFrames' default (serve --rescore-rate)
+        # stream mode's full scan every N frames, regions in between (BlazeFace only; 1 = scan every frame)
+        self.scan_every = detector.scan_every if self._regions_capable() else 1
         self.metrics = metrics
         self.observer: BatchObserver = metrics or BatchObserver()
         self.det_batcher = DynamicBatcher(
@@ -154,15 +157,32 @@ class Engine:
         self._read_deadline = math.inf
         self._local = threading.local()  # marks threads running a bounded job (see finishing())
 
+    def _regions_capable(self) -> bool:
+        from deepguard.runtime.facedet.blazeface import BlazeFaceDetector
+
+        return isinstance(self.face_detector, BlazeFaceDetector)
+
     # -- model runs (batcher threads) ------------------------------------------------------------------------
-    def _detect(self, items: list[tuple[np.ndarray, Predicate | None]]) -> list[FaceBoxes]:
+    def _detect(self, items: list[tuple]) -> list[FaceBoxes]:
         """One detector run over frames of many callers; a detector that supports it skips the remaining
         views of a frame whose caller has gone (checked between its chunks), so a cancel or deadline stops work.
+
+        An item is ``(image, cancelled)`` or ``(image, cancelled, job)``: a RegionJob (stream mode between full
+        scans) is detected through its mosaic views, in the same run as the full frames.
         """
-        images = [im for im, _ in items]
+        views, cancels, spans = [], [], []
+        for image, cancelled, *rest in items:
+            job: RegionJob | None = rest[0] if rest else None
+            vs = [image] if job is None else job.views
+            spans.append((len(views), len(vs), job))
+            views += vs
+            cancels += [cancelled] * len(vs)
         if getattr(self.face_detector, "supports_cancel", False):
-            return self.face_detector.detect(images, cancelled=[c for _, c in items])
-        return self.face_detector.detect(images)
+            found = self.face_detector.detect(views, cancelled=cancels)
+        else:
+            found = self.face_detector.detect(views)
+        nms = getattr(self.face_detector, "nms_iou", 0.3)
+        return [found[a] if job is None else region_faces(job, found[a : a + n], nms) for a, n, job in spans]
 
     def _classify(self, crops: list[np.ndarray]) -> list[tuple[float, list[float]]]:
         probs, members = self.classifier.score(np.stack(crops))
@@ -261,27 +281,63 @@ class Engine:
             except BaseException as e:  # noqa: BLE001 - surfaced through the future
                 fail(e)
 
-        def on_detected(f: Future) -> None:
-            error: list = []
+        def finish(boxes: FaceBoxes | None, scanned: bool, error: BaseException | None) -> None:
+            """The frame's final detection (``boxes`` None: it failed): the schedule learns it first, so the
+            stream's next frame can start; then the frame is tracked and planned in stream order."""
+            if stream.schedule is not None:
+                stream.schedule.observe(None if boxes is None else boxes.boxes, frame.time, scanned)
+                stream.detection_done()
+            errors = [] if error is None else [error]
             try:
-                boxes: FaceBoxes | None = f.result()[0]
-                if cancelled is not None and cancelled():  # its detection may have been cut short
-                    raise Cancelled("caller cancelled")
-            except BaseException as e:  # noqa: BLE001 - the frame is passed over, its error surfaced
-                boxes = None
-                error.append(e)
-            try:
-                stream.detected(ticket, frame, boxes, lambda plan, idx: planned(plan, idx, error))
+                stream.detected(ticket, frame, boxes, lambda plan, idx: planned(plan, idx, errors), scanned)
             except BaseException as e:  # noqa: BLE001
                 fail(e)
 
-        try:
-            det = self.det_batcher.submit([(frame.image, cancelled)], cancelled, key=key, force=True)
-        except BaseException:
-            stream.detected(ticket, frame, None, lambda *_: None)  # its successors must not wait for it
-            raise
-        det.add_done_callback(on_detected)
+        def start() -> None:
+            self._detect_stream_frame(frame, stream.schedule, cancelled, key, finish)
+
+        if stream.schedule is None:
+            start()
+        else:  # where to look depends on the previous frame's faces: one detection per stream at a time
+            stream.start_detection(ticket, start)
         return out
+
+    def _detect_stream_frame(
+        self,
+        frame: Frame,
+        schedule: RegionSchedule | None,
+        cancelled: Predicate | None,
+        key: object | None,
+        finish: Callable[[FaceBoxes | None, bool, BaseException | None], None],
+    ) -> None:
+        """Submit the frame's detection: a full scan, or (``schedule`` says so) regions around the previous
+        frame's faces, redone as a full scan if they lose a face (:mod:`deepguard.runtime.facedet.regions`).
+        Calls ``finish(boxes, scanned, error)`` exactly once; never raises."""
+
+        def submit(job: RegionJob | None) -> None:
+            det = self.det_batcher.submit([(frame.image, cancelled, job)], cancelled, key=key, force=True)
+            det.add_done_callback(lambda f: on_detected(f, job))
+
+        def on_detected(f: Future, job: RegionJob | None) -> None:
+            try:
+                boxes: FaceBoxes = f.result()[0]
+                if cancelled is not None and cancelled():  # its detection may have been cut short
+                    raise Cancelled("caller cancelled")
+                if job is not None and RegionSchedule.lost_a_face(job, boxes):
+                    submit(None)
+                    return
+            except BaseException as e:  # noqa: BLE001 - the frame is passed over, its error surfaced
+                finish(None, True, e)
+                return
+            finish(boxes, job is None, None)
+
+        try:
+            job = None
+            if schedule is not None and not schedule.full_scan_due(frame.time):
+                job = region_job(self.face_detector, frame.image, schedule.last)
+            submit(job)
+        except BaseException as e:  # noqa: BLE001 - e.g. the batcher closed: surfaced through the future
+            finish(None, True, e)
 
     def _observe_frame(self, t0: float, n_faces: int) -> None:
         if self.metrics is not None:

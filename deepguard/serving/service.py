@@ -199,7 +199,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 return finished.is_set() or gone_pred()
 
             key = object()  # this stream's lane in the batchers (round-robin across streams)
-            scoring = StreamScoring(self.engine.rescore_rate)
+            scoring = StreamScoring(self.engine.rescore_rate, self.engine.scan_every)
             flow = StreamFlow(
                 lambda fr: self.engine.submit_stream_frame(fr, scoring, gone, key),
                 self.engine.frame_budget,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from deepguard.runtime import aggregate
+from deepguard.runtime.facedet.regions import RegionSchedule
 from deepguard.runtime.pipeline import assemble_faces
 from deepguard.runtime.stream import Rescorer
 from deepguard.runtime.track import Tracker
@@ -37,13 +38,18 @@ class Plan:
 class StreamScoring:
     """Tracker + Rescorer of one stream, fed in ticket order; also the stream's running counts and score."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, scan_every: int = 1) -> None:
+        self._scan_every = scan_every
         self.rescorer = Rescorer(rate)
+        self.schedule = _schedule(rate, scan_every)
         self.tracker = Tracker()
         self._lock = threading.Lock()
         self._tickets = 0
         self._next = 0
-        self._ready: dict[int, tuple[Frame, FaceBoxes | None, Callable]] = {}
+        self._ready: dict[int, tuple[Frame, FaceBoxes | None, bool, Callable]] = {}
+        self._starts: dict[int, Callable[[], None]] = {}  # region mode: detections waiting for their turn
+        self._next_start = 0
+        self._detecting = False
         self.frames = self.frames_with_faces = self.faces = 0  # answered frames (the tracker runs ahead)
 
     def set_rate(self, rate: float) -> None:
@@ -51,6 +57,31 @@ class StreamScoring:
         if self._tickets:
             raise RuntimeError("the re-score rate is fixed once frames are in flight")
         self.rescorer = Rescorer(rate)
+        self.schedule = _schedule(rate, self._scan_every)
+
+    def start_detection(self, ticket: int, start: Callable[[], None]) -> None:
+        """Region mode: run ``start`` (it submits the frame's detection) once every earlier frame of the stream
+        is detected - where to look depends on the previous frame's faces. It must not raise."""
+        with self._lock:
+            self._starts[ticket] = start
+            run = self._take_start()
+        if run is not None:
+            run()
+
+    def detection_done(self) -> None:
+        """Region mode: the detection in flight has its final boxes (after ``schedule.observe``)."""
+        with self._lock:
+            self._detecting = False
+            run = self._take_start()
+        if run is not None:
+            run()
+
+    def _take_start(self) -> Callable[[], None] | None:
+        if self._detecting or self._next_start not in self._starts:
+            return None
+        self._detecting = True
+        self._next_start += 1
+        return self._starts.pop(self._next_start - 1)
 
     def ticket(self) -> int:
         """The frame's place in the stream; take one per submitted frame, in stream order."""
@@ -59,8 +90,11 @@ class StreamScoring:
             self._tickets += 1
             return t
 
-    def detected(self, ticket: int, frame: Frame, boxes: FaceBoxes | None, then: Callable) -> None:
-        """Frame ``ticket`` is detected (``boxes`` None: it failed or was cancelled, so it is passed over).
+    def detected(
+        self, ticket: int, frame: Frame, boxes: FaceBoxes | None, then: Callable, scanned: bool = True
+    ) -> None:
+        """Frame ``ticket`` is detected (``boxes`` None: it failed or was cancelled, so it is passed over;
+        ``scanned`` False: its boxes come from regions, so only new persons are classified on it).
 
         Tracks and plans every frame whose predecessors are all done, in ticket order, under this stream's lock;
         then, outside the lock (it submits work and may resolve futures), calls ``then(Plan, indices to
@@ -68,9 +102,9 @@ class StreamScoring:
         """
         run = []
         with self._lock:
-            self._ready[ticket] = (frame, boxes, then)
+            self._ready[ticket] = (frame, boxes, scanned, then)
             while self._next in self._ready:
-                fr, b, fn = self._ready.pop(self._next)
+                fr, b, full, fn = self._ready.pop(self._next)
                 self._next += 1
                 if b is None:
                     run.append((fn, None, None))
@@ -78,7 +112,7 @@ class StreamScoring:
                 nan = [float("nan")] * len(b)
                 faces = assemble_faces(fr, b, nan, [[] for _ in nan])
                 self.tracker.assign(faces)
-                decisions = self.rescorer.plan(faces)
+                decisions = self.rescorer.plan(faces, new_only=not full)
                 idx = [j for j, (need, _) in enumerate(decisions) if need]
                 run.append((fn, Plan(fr, b, faces, decisions), idx))
         for fn, plan, idx in run:
@@ -107,6 +141,11 @@ class StreamScoring:
     def persons(self, threshold: float, band: tuple[float, float] | None = None) -> list[Person]:
         with self._lock:
             return self.tracker.persons(threshold, band)
+
+
+def _schedule(rate: float, scan_every: int) -> RegionSchedule | None:
+    """Region detection between full scans for stream mode; dense streams (rate 0) scan every frame."""
+    return RegionSchedule(scan_every) if rate > 0 and scan_every > 1 else None
 
 
 __all__ = ["Plan", "StreamScoring"]
