@@ -247,9 +247,16 @@ def _grpc_options(cfg: ServerConfig) -> list[tuple[str, int]]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """``serve`` flags (the model flags are the CLI's shared ones)."""
+    """``serve`` flags (the model flags are the CLI's shared ones), one argument group per concern."""
     d = ServerConfig()
-    g = p.add_argument_group("addresses")
+    _address_args(p.add_argument_group("addresses"), d)
+    _security_args(p.add_argument_group("security"))
+    _limit_args(p.add_argument_group("batching and limits"), d)
+    p.add_argument("--grace-s", type=float, default=d.grace_s, help="drain period on SIGTERM")
+    _hide(p, "--face-crops")  # a shared runtime flag that has no meaning for serve (clients use AnalyzeFaces)
+
+
+def _address_args(g, d: ServerConfig) -> None:
     g.add_argument(
         "--host", default=d.host, help="bind address (non-loopback needs TLS + token, see --allow-insecure)"
     )
@@ -271,7 +278,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="SQLite file for the web app's history (default $XDG_DATA_HOME/deepguard/history.sqlite3)",
     )
-    s = p.add_argument_group("security")
+
+
+def _security_args(s) -> None:
     s.add_argument("--tls-cert", help="PEM certificate chain (enables TLS on every port)")
     s.add_argument("--tls-key", help="PEM private key for --tls-cert")
     s.add_argument(
@@ -280,7 +289,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--allow-insecure", action="store_true", help="allow a non-loopback address without TLS and a token"
     )
-    b = p.add_argument_group("batching and limits")
+
+
+def _limit_args(b, d: ServerConfig) -> None:
     b.add_argument("--max-batch", type=int, default=d.detector_max_batch, help="frames per detector run")
     b.add_argument(
         "--max-crops", type=int, default=d.classifier_max_batch, help="face crops per classifier run"
@@ -333,8 +344,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=d.min_upload_rate / 1024,
         help="HTTP: slowest average upload rate (KiB/s) accepted once --read-timeout-s has passed (0 = off)",
     )
-    p.add_argument("--grace-s", type=float, default=d.grace_s, help="drain period on SIGTERM")
-    _hide(p, "--face-crops")  # a shared runtime flag that has no meaning for serve (clients use AnalyzeFaces)
 
 
 def _hide(p: argparse.ArgumentParser, flag: str) -> None:
