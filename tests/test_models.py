@@ -57,3 +57,30 @@ def test_imagenet_weights_are_copied(tmp_path) -> None:
 def test_unknown_backbone() -> None:
     with pytest.raises(ValueError, match="unknown"):
         build_edge_member("resnet9000")
+
+
+def test_backbone_size_resizes_inside_the_member(tmp_path) -> None:
+    """A member at backbone 48 px on 64 px crops equals the 48 px member fed tf.image.resize'd crops (the fused
+    graph's own resize: bilinear, half-pixel, no antialias), and its ONNX file takes the 64 px crops."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    from deepguard.convert import keras_to_onnx
+
+    head = HeadConfig(units=(8,), dropout=0.0, l2=0.0)
+    small = build_edge_member("mobilenet_v2", 64, head, backbone_size=48)
+    ref = build_edge_member("mobilenet_v2", 48, head)
+    assert small.get_layer("backbone_resize") is not None
+    ref.set_weights(small.get_weights())  # the resize has no weights: same layers, same order
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 255, (4, 64, 64, 3)).astype(np.float32)
+    want = ref(tf.image.resize(x, (48, 48), method="bilinear", antialias=False), training=False).numpy()
+    got = small(x, training=False).numpy()
+    assert np.max(np.abs(got - want)) <= 1e-4
+    assert np.std(want) > 0  # not a constant: the comparison can fail
+
+    path = keras_to_onnx(small, tmp_path / "m.onnx")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[1:] == [64, 64, 3]
+    onnx_out = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    assert np.max(np.abs(onnx_out - got)) <= 1e-4

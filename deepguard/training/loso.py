@@ -77,7 +77,7 @@ def leave_one_source_out(
     from deepguard.convert.calibrate import false_alarm_cut
     from deepguard.models.import_weights import import_backbone
     from deepguard.models.members import EDGE_HEAD
-    from deepguard.training.default import PEAK_LR, SBI_FRACTION, sbi_landmarks
+    from deepguard.training.default import BACKBONE_SIZE, PEAK_LR, SBI_FRACTION, sbi_landmarks
     from deepguard.training.sources import list_sourced, load_sources
     from deepguard.training.train import TrainConfig, predict_logits, train_member
 
@@ -105,6 +105,7 @@ def leave_one_source_out(
         cfg = TrainConfig(
             arch=arch,
             input_size=input_size,
+            backbone_size=BACKBONE_SIZE,
             batch_size=32,
             steps_per_epoch=100,
             time_budget_s=budget_min * 60,

@@ -24,7 +24,8 @@ from deepguard.training.data import CropSet
 class TrainConfig:
     arch: str = "mobilenet_v2"
     profile: str = "edge"
-    input_size: int = 160
+    input_size: int = 160  # size of the crops fed in (the runtime's crop size)
+    backbone_size: int | None = None  # backbone resolution (None: input_size); see build_edge_member
     batch_size: int = 16
     lr: float = 2e-4
     epochs: int = 30
@@ -116,7 +117,9 @@ def build_member(cfg: TrainConfig):
     from deepguard.models.members import build_edge_member, build_seed_member
 
     if cfg.profile == "edge":
-        return build_edge_member(cfg.arch, cfg.input_size, cfg.head, cfg.imagenet_weights)
+        return build_edge_member(
+            cfg.arch, cfg.input_size, cfg.head, cfg.imagenet_weights, backbone_size=cfg.backbone_size
+        )
     return build_seed_member(cfg.arch, cfg.input_size, cfg.head)
 
 
