@@ -281,6 +281,8 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                         )
                     if msg.HasField("rescore_rate"):
                         _set_rescore_rate(scoring, msg.rescore_rate, position, f"frame {index}")
+                    if position == 0 and not msg.HasField("time"):
+                        scoring.untimed()
                     image = wire.image_to_rgb(msg, f"frame {index}", self.cfg.max_frame_pixels)
                 except Exception as e:  # noqa: BLE001 - a bad frame ends the stream after earlier results
                     flow.finish(e)

@@ -59,6 +59,13 @@ class StreamScoring:
         self.rescorer = Rescorer(rate)
         self.schedule = _schedule(rate, self._scan_every)
 
+    def untimed(self) -> None:
+        """The stream's first frame has no time: no regions (they need time between frames), so its frames are
+        detected in parallel as before stream mode. Only before any frame is submitted."""
+        if self._tickets:
+            raise RuntimeError("the detection schedule is fixed once frames are in flight")
+        self._scan_every, self.schedule = 1, None
+
     def start_detection(self, ticket: int, start: Callable[[], None]) -> None:
         """Region mode: run ``start`` (it submits the frame's detection) once every earlier frame of the stream
         is detected - where to look depends on the previous frame's faces. It must not raise."""
