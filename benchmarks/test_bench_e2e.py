@@ -19,6 +19,7 @@ import os
 import numpy as np
 import pytest
 
+from deepguard.bench.agreement import person_deltas
 from deepguard.bench.harness import interleaved, median, ratios
 from deepguard.runtime.pipeline import Detector
 
@@ -78,8 +79,7 @@ def test_every_frame_stream(benchmark, perf, stream, ours, clip) -> None:
     )
     perf.add(SECTION, "every frame, stream mode (5 re-scores/person/s)", fps, "frames/s", "target >= 100")
     dense = ours.analyze(clip)
-    dp = {p.id: p.score for p in dense.persons}
-    deltas = [abs(p.score - dp[p.id]) for p in res.persons if p.id in dp]
+    deltas = person_deltas(dense, res)  # persons paired by their boxes, not ids (deepguard.bench.agreement)
     perf.add(SECTION, "stream vs dense: mean |d person score|", float(np.mean(deltas)), "", "target <= 0.02")
     perf.add(
         SECTION, "stream vs dense: same video verdict", float(res.verdict == dense.verdict), "", "1 = yes"

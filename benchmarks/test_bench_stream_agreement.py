@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from deepguard.bench.agreement import person_deltas
 from deepguard.runtime.pipeline import Detector
 from deepguard.runtime.types import Frame
 
@@ -73,8 +74,7 @@ def test_stream_vs_dense_on_dfdc_like_clips(benchmark, perf) -> None:
         for path, label in crops:
             frames = clip_from_crop(load_image(path))
             a, b = dense.analyze_frames(frames, name=str(path)), stream.analyze_frames(frames, name=str(path))
-            dp = {p.id: p.score for p in a.persons}
-            deltas = [abs(p.score - dp[p.id]) for p in b.persons if p.id in dp]
+            deltas = person_deltas(a, b)
             rows.append(
                 {
                     "label": label,

@@ -170,3 +170,22 @@ def test_stream_serial_and_pipelined_agree(group_clip: list[Frame]) -> None:
     assert [(f.frame, f.person, f.age, round(f.score, 6)) for f in ser.faces] == [
         (f.frame, f.person, f.age, round(f.score, 6)) for f in pip.faces
     ]
+
+
+def test_persons_are_paired_by_boxes_not_ids() -> None:
+    from deepguard.bench.agreement import match_persons, person_deltas
+    from deepguard.runtime.types import Analysis, Person
+
+    def analysis(ids: tuple[int, int], scores: tuple[float, float]) -> Analysis:
+        faces = []
+        for i in range(3):
+            for pid, box in zip(ids, [(0, 0, 100, 100), (300, 0, 400, 100)], strict=True):
+                f = _face(i, box=box)
+                f.person, f.score = pid, 0.5
+                faces.append(f)
+        persons = [Person(pid, s, 3, 0, 2, "uncertain") for pid, s in zip(ids, scores, strict=True)]
+        return Analysis(path="x", kind="video", verdict="uncertain", score=0.5, faces=faces, persons=persons)
+
+    dense, stream = analysis((0, 1), (0.2, 0.8)), analysis((5, 3), (0.25, 0.7))
+    assert match_persons(dense, stream) == {5: 0, 3: 1}
+    assert person_deltas(dense, stream) == pytest.approx([0.05, 0.1])
