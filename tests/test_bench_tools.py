@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -65,7 +67,7 @@ def test_default_models_mac_counts() -> None:
     from deepguard.runtime.facedet.blazeface import DATA_DIR
 
     fp32, int8 = count_macs(default_model_path("fp32")), count_macs(default_model_path("int8"))
-    assert 0.2e9 < fp32.macs < 0.6e9  # MobileNetV2 + EfficientNet-Lite0 at 160 px
+    assert 0.08e9 < fp32.macs < 0.12e9  # MobileNetV2 at 128 px (its published 0.3 GMAC at 224 x (128/224)^2)
     # INT8 file: most MACs in INT8; the FP32 stem (first convs of each backbone, see convert/int8.py) stays float
     assert fp32.int8_macs == 0 and 0.6 * int8.macs < int8.int8_macs < int8.macs
     assert abs(int8.macs - fp32.macs) < 0.01 * fp32.macs  # same network, different precision
@@ -114,7 +116,8 @@ def test_unfused_members_match_the_fused_graph(tmp_path, monkeypatch, astronaut)
     path = default_model_path("int8")
     crops = np.stack([astronaut[0:160, 150:310], astronaut[20:180, 140:300]])
     unfused = UnfusedEnsemble(path)
-    assert len(unfused.sessions) == 2 and unfused.weights.sum() == pytest.approx(1.0)
+    members = json.loads((path.parent / "metrics.json").read_text())["weights"]
+    assert len(unfused.sessions) == len(members) and unfused.weights.sum() == pytest.approx(1.0)
     np.testing.assert_allclose(
         unfused.score(crops), FaceClassifier(path, providers="cpu").score(crops)[0], atol=1e-5
     )
