@@ -255,41 +255,22 @@ class Engine:
             if not out.done():
                 out.set_exception(e)
 
-        def on_classified(f: Future, plan: Plan, idx: list[int]) -> None:
-            try:
-                for j, (p, m) in zip(idx, f.result(), strict=True):
-                    plan.faces[j].score, plan.faces[j].member_scores = p, m
-                pending = FrameScore(frame.index, frame.time, None, len(plan.faces))  # set by complete()
-                out.set_result(FrameOutcome(pending, plan.faces, plan))
-                self._observe_frame(t0, len(plan.faces))
-            except BaseException as e:  # noqa: BLE001 - surfaced through the future
-                fail(e)
-
-        def planned(plan: Plan | None, idx: list[int] | None, error: list) -> None:
-            """Called once per frame by ``stream.detected``; must not raise (the frames after it are called next)."""
-            try:
-                if plan is None:
-                    raise error[0]
-                if not idx:
-                    done: Future = Future()
-                    done.set_result([])
-                    on_classified(done, plan, [])
-                    return
-                crops = crop_faces(frame.image, plan.boxes.boxes[idx], self.size, self.margin)
-                cf = self.cls_batcher.submit(list(crops), cancelled, key=key, force=True)
-                cf.add_done_callback(lambda g: on_classified(g, plan, idx))
-            except BaseException as e:  # noqa: BLE001 - surfaced through the future
-                fail(e)
-
         def finish(boxes: FaceBoxes | None, scanned: bool, error: BaseException | None) -> None:
             """The frame's final detection (``boxes`` None: it failed): the schedule learns it first, so the
             stream's next frame can start; then the frame is tracked and planned in stream order."""
             if stream.schedule is not None:
                 stream.schedule.observe(None if boxes is None else boxes.boxes, frame.time, scanned)
                 stream.detection_done()
-            errors = [] if error is None else [error]
             try:
-                stream.detected(ticket, frame, boxes, lambda plan, idx: planned(plan, idx, errors), scanned)
+                stream.detected(
+                    ticket,
+                    frame,
+                    boxes,
+                    lambda plan, idx: self._classify_planned(
+                        frame, plan, idx, error, out, t0, cancelled, key
+                    ),
+                    scanned,
+                )
             except BaseException as e:  # noqa: BLE001
                 fail(e)
 
@@ -301,6 +282,48 @@ class Engine:
         else:  # where to look depends on the previous frame's faces: one detection per stream at a time
             stream.start_detection(ticket, start)
         return out
+
+    def _classify_planned(
+        self,
+        frame: Frame,
+        plan: Plan | None,
+        idx: list[int] | None,
+        error: BaseException | None,
+        out: Future,
+        t0: float,
+        cancelled: Predicate | None,
+        key: object | None,
+    ) -> None:
+        """Send a planned frame's chosen crops to the classifier; ``out`` gets the FrameOutcome (or the error).
+        Called once per frame by ``stream.detected``; never raises (the frames after it are called next)."""
+
+        def fail(e: BaseException) -> None:
+            if not out.done():
+                out.set_exception(e)
+
+        def on_classified(f: Future) -> None:
+            try:
+                for j, (p, m) in zip(idx or [], f.result(), strict=True):
+                    plan.faces[j].score, plan.faces[j].member_scores = p, m
+                pending = FrameScore(frame.index, frame.time, None, len(plan.faces))  # set by complete()
+                out.set_result(FrameOutcome(pending, plan.faces, plan))
+                self._observe_frame(t0, len(plan.faces))
+            except BaseException as e:  # noqa: BLE001 - surfaced through the future
+                fail(e)
+
+        try:
+            if plan is None:
+                raise error if error is not None else Cancelled("frame passed over")
+            if not idx:
+                done: Future = Future()
+                done.set_result([])
+                on_classified(done)
+                return
+            crops = crop_faces(frame.image, plan.boxes.boxes[idx], self.size, self.margin)
+            cf = self.cls_batcher.submit(list(crops), cancelled, key=key, force=True)
+            cf.add_done_callback(on_classified)
+        except BaseException as e:  # noqa: BLE001 - surfaced through the future
+            fail(e)
 
     def _detect_stream_frame(
         self,
