@@ -41,7 +41,7 @@ from deepguard.runtime.classify import FaceClassifier
 from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, media_kind
 from deepguard.runtime.facedet.regions import SCAN_EVERY, RegionScan
-from deepguard.runtime.stream import RESCORE_RATE, Rescorer
+from deepguard.runtime.stream import RESCORE_RATE, Rescorer, finish_frame, plan_frame
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
 
@@ -249,17 +249,14 @@ class Detector:
         for f, d, full in zip(frames, dets, scanned, strict=True):
             nan = [float("nan")] * len(d)
             faces = assemble_faces(f, d, nan, [[] for _ in nan])
-            tracker.assign(faces)
-            plan = rescorer.plan(faces, new_only=not full)
-            idx = [j for j, (need, _) in enumerate(plan) if need]
+            plan, idx = plan_frame(tracker, rescorer, faces, full)
             if idx:
                 probs, members = self.classifier.score(crop_faces(f.image, d.boxes[idx], size, self.margin))
                 for j, p, m in zip(
                     idx, probs.tolist(), np.asarray(members, np.float64).tolist(), strict=True
                 ):
                     faces[j].score, faces[j].member_scores = float(p), [float(v) for v in m]
-            rescorer.fill(faces, plan)
-            tracker.record(faces)
+            finish_frame(tracker, rescorer, faces, plan)
             out.append(faces)
         rescorer.forget({t.id for t in tracker.active})
         return out
@@ -309,13 +306,18 @@ class Detector:
             tracker, self._score_chunk(frames, dets, crops)
         )
 
-    def _region_scan(self) -> RegionScan | None:
-        """A fresh detection schedule for one stream (BlazeFace only: regions need its mosaic view)."""
+    @property
+    def region_scan_every(self) -> int:
+        """Stream mode's full-scan interval as it applies to this detector: ``scan_every`` for BlazeFace (regions
+        need its mosaic view), 1 (a full scan on every frame) for any other. The server reads it too."""
         from deepguard.runtime.facedet.blazeface import BlazeFaceDetector
 
-        if self.scan_every <= 1 or not isinstance(self.face_detector, BlazeFaceDetector):
-            return None
-        return RegionScan(self.face_detector, self.scan_every)
+        return self.scan_every if isinstance(self.face_detector, BlazeFaceDetector) else 1
+
+    def _region_scan(self) -> RegionScan | None:
+        """A fresh detection schedule for one stream; None where every frame gets a full scan."""
+        n = self.region_scan_every
+        return RegionScan(self.face_detector, n) if n > 1 else None
 
     @staticmethod
     def _tracked(tracker: Tracker, faces: list[list[Face]]) -> list[list[Face]]:

@@ -25,10 +25,14 @@ stream mode needs timed frames (decoded video, or ``Frame(time=...)``). ``rate =
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deepguard.runtime.types import Face
+
+if TYPE_CHECKING:
+    from deepguard.runtime.track import Tracker
 
 #: Default re-scores per person per second.
 RESCORE_RATE = 5.0
@@ -151,4 +155,24 @@ class Rescorer:
             del self._last[pid]
 
 
-__all__ = ["RESCORE_RATE", "Rescorer", "yaw_proxy"]
+def plan_frame(
+    tracker: Tracker, rescorer: Rescorer, faces: list[Face], scanned: bool = True
+) -> tuple[list[tuple[bool, _Scored]], list[int]]:
+    """Stream mode's step before classification, for one frame's faces (scores not yet set), in stream order:
+    track them, decide who is classified. Returns ``Rescorer.plan``'s decisions and the indices to classify.
+    ``scanned`` False: the boxes come from regions, not a full detector scan, so only new persons qualify."""
+    tracker.assign(faces)
+    decisions = rescorer.plan(faces, new_only=not scanned)
+    return decisions, [j for j, (need, _) in enumerate(decisions) if need]
+
+
+def finish_frame(
+    tracker: Tracker, rescorer: Rescorer, faces: list[Face], decisions: list[tuple[bool, _Scored]]
+) -> None:
+    """Stream mode's step after classification, in stream order: carry scores forward to the faces that were not
+    classified, and add the classifier outputs (only those) to the persons."""
+    rescorer.fill(faces, decisions)
+    tracker.record(faces)
+
+
+__all__ = ["RESCORE_RATE", "Rescorer", "finish_frame", "plan_frame", "yaw_proxy"]

@@ -129,7 +129,7 @@ class Engine:
         self.band = detector.band  # uncertain band (None: binary verdicts)
         self.rescore_rate = detector.rescore_rate  # StreamFrames' default (serve --rescore-rate)
         # stream mode's full scan every N frames, regions in between (BlazeFace only; 1 = scan every frame)
-        self.scan_every = detector.scan_every if self._regions_capable() else 1
+        self.scan_every = detector.region_scan_every
         self.metrics = metrics
         self.observer: BatchObserver = metrics or BatchObserver()
         self.det_batcher = DynamicBatcher(
@@ -156,11 +156,6 @@ class Engine:
         self.draining = False
         self._read_deadline = math.inf
         self._local = threading.local()  # marks threads running a bounded job (see finishing())
-
-    def _regions_capable(self) -> bool:
-        from deepguard.runtime.facedet.blazeface import BlazeFaceDetector
-
-        return isinstance(self.face_detector, BlazeFaceDetector)
 
     # -- model runs (batcher threads) ------------------------------------------------------------------------
     def _detect(self, items: list[tuple]) -> list[FaceBoxes]:
@@ -346,7 +341,7 @@ class Engine:
                 boxes: FaceBoxes = f.result()[0]
                 if cancelled is not None and cancelled():  # its detection may have been cut short
                     raise Cancelled("caller cancelled")
-                if job is not None and RegionSchedule.lost_a_face(job, boxes):
+                if job is not None and RegionSchedule.lost_a_face(len(job.regions), boxes):
                     submit(None)
                     return
             except BaseException as e:  # noqa: BLE001 - the frame is passed over, its error surfaced

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from deepguard.runtime import aggregate
 from deepguard.runtime.facedet.regions import RegionSchedule
 from deepguard.runtime.pipeline import assemble_faces
-from deepguard.runtime.stream import Rescorer
+from deepguard.runtime.stream import Rescorer, finish_frame, plan_frame
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Face, FaceBoxes, Frame, FrameScore, Person
 
@@ -118,9 +118,7 @@ class StreamScoring:
                     continue
                 nan = [float("nan")] * len(b)
                 faces = assemble_faces(fr, b, nan, [[] for _ in nan])
-                self.tracker.assign(faces)
-                decisions = self.rescorer.plan(faces, new_only=not full)
-                idx = [j for j, (need, _) in enumerate(decisions) if need]
+                decisions, idx = plan_frame(self.tracker, self.rescorer, faces, full)
                 run.append((fn, Plan(fr, b, faces, decisions), idx))
         for fn, plan, idx in run:
             fn(plan, idx)
@@ -129,8 +127,7 @@ class StreamScoring:
         """In stream order, once the planned faces have their scores: carry the others' scores forward, add the
         classifier outputs to the persons, and return the frame's score and faces."""
         with self._lock:
-            self.rescorer.fill(plan.faces, plan.decisions)
-            self.tracker.record(plan.faces)
+            finish_frame(self.tracker, self.rescorer, plan.faces, plan.decisions)
             self.rescorer.forget({t.id for t in self.tracker.active})
             self.frames += 1
             self.frames_with_faces += bool(plan.faces)

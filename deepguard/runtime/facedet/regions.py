@@ -140,7 +140,6 @@ class RegionSchedule:
         self._since_scan = 0
         self.last: np.ndarray | None = None  # the previous frame's boxes
         self._last_time: float | None = None
-        self.scans = self.region_frames = 0  # what ran, for the benchmark's profile
 
     def full_scan_due(self, time: float | None) -> bool:
         """On schedule, with no face to look around, or when the frame is not close in time to the previous
@@ -155,16 +154,13 @@ class RegionSchedule:
         )
 
     @staticmethod
-    def lost_a_face(job: RegionJob, found: FaceBoxes) -> bool:
+    def lost_a_face(looked_for: int, found: FaceBoxes) -> bool:
         """The regions found fewer faces than they looked for: the frame gets a full scan at once."""
-        return len(found) < len(job.regions)
+        return len(found) < looked_for
 
     def observe(self, boxes: np.ndarray | None, time: float | None, scanned: bool) -> None:
         """The frame's final boxes (None: its detection failed) and whether they come from a full scan."""
-        if scanned:
-            self._since_scan, self.scans = 1, self.scans + 1
-        else:
-            self._since_scan, self.region_frames = self._since_scan + 1, self.region_frames + 1
+        self._since_scan = 1 if scanned else self._since_scan + 1
         self.last = None if boxes is None else np.asarray(boxes)
         self._last_time = time
 
@@ -183,9 +179,8 @@ class RegionScan:
         for fr in frames:
             full = sched.full_scan_due(fr.time)
             if not full:
-                job = region_job(self.detector, fr.image, sched.last)
-                fb = region_faces(job, self.detector.detect(job.views), self.detector.nms_iou)
-                full = sched.lost_a_face(job, fb)
+                fb = detect_in_regions(self.detector, fr.image, sched.last)
+                full = sched.lost_a_face(len(sched.last), fb)
             if full:
                 fb = self.detector.detect([fr.image])[0]
             sched.observe(fb.boxes, fr.time, full)
