@@ -143,9 +143,8 @@ class Detector:
         if rescore_rate < 0:
             raise ValueError(f"rescore_rate must be >= 0 (0 = score every face), got {rescore_rate}")
         self.rescore_rate = float(rescore_rate)
-        self.scan_every = max(
-            1, int(scan_every)
-        )  # stream mode: full detector scan every N frames (1 = always)
+        # stream mode: a full detector scan every N frames, regions in between (1 = a full scan on every frame)
+        self.scan_every = max(1, int(scan_every))
         self.pipeline = pipeline_default() if pipeline is None else bool(pipeline)
         self.threads = threads
         self.classifier = FaceClassifier(model, precision=precision, providers=providers, threads=threads)
