@@ -358,7 +358,7 @@ def _add_train_default(sub: argparse._SubParsersAction) -> None:
     td.add_argument(
         "--budget-min",
         type=float,
-        default=95.0,
+        default=105.0,
         help="training wall-clock budget, re-cropping included (split between the members)",
     )
     td.add_argument(
