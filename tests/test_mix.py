@@ -32,13 +32,18 @@ def _drawn(shares: dict[str, float]) -> dict[str, float]:
 
 
 def _expected(sbi_fraction: float) -> dict[str, float]:
-    """The rule written out by hand for LAYOUT (module docstring of training/mix.py)."""
+    """The rule written out by hand for LAYOUT (module docstring of training/mix.py): shares go as sqrt(size)."""
     sbi = 0.5 * sbi_fraction
-    out = {"realA real": 0.5 / 3, "realB real": 0.5 / 3, "swap real": 0.5 / 3}
+    real = {"realA": 10, "realB": 3, "swap": 5}  # real crops per source
+    norm = sum(n**0.5 for n in real.values())
+    out = {f"{k} real": 0.5 * n**0.5 / norm for k, n in real.items()}
     if sbi:
-        out.update({f"realA {SBI}": sbi / 3, f"realB {SBI}": sbi / 3, f"swap {SBI}": sbi / 3})
+        out.update({f"{k} {SBI}": sbi * n**0.5 / norm for k, n in real.items()})
     rest = 0.5 - sbi
-    out.update({"swap fake": rest / 2, "gan1 fake": rest / 4, "gan2 fake": rest / 4})
+    swap, synthetic = 8**0.5, 10**0.5  # kinds: swap fakes (8) vs synthetic fakes (gan1 4 + gan2 6)
+    out["swap fake"] = rest * swap / (swap + synthetic)
+    gan = rest * synthetic / (swap + synthetic)
+    out.update({"gan1 fake": gan * 2 / (2 + 6**0.5), "gan2 fake": gan * 6**0.5 / (2 + 6**0.5)})
     return out
 
 
@@ -106,6 +111,10 @@ def test_missing_kind_and_unusable_self_blend_sources() -> None:
     assert pools[f"realA {SBI}"].share == pytest.approx(0.25)
     assert pools[f"realA {SBI}"].indices.tolist() == [0, 2, 3]
     assert pools["realB real"].share == pytest.approx(0.25)  # still drawn as a real
+    # sizes weigh as their square root: 16 crops against 4 get twice the share, not four times
+    labels, sources = _labels_sources([("big", 0, 16), ("small", 0, 4), ("gan", 1, 3)])
+    shares = mix_shares(mix_pools(labels, sources, 0.0))
+    assert shares["big real"] == pytest.approx(2 * shares["small real"], abs=1e-3)
     with pytest.raises(ValueError):
         mix_pools(np.zeros(4), ["a"] * 4)
     single = _drawn(mix_shares(mix_pools(np.array([0, 0, 1, 1, 1]), None)))  # no sources: one source "all"

