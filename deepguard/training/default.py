@@ -459,7 +459,7 @@ def train_default(
     data: Sequence[str | Path],
     out_dir: str | Path,
     *,
-    budget_min: float = 95.0,
+    budget_min: float = 105.0,
     install: bool = False,
     cache_dir: str | Path | None = None,
     sbi_fraction: float = SBI_FRACTION,
