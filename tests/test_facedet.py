@@ -162,6 +162,20 @@ def test_batch_equals_single(det, t1, astronaut):
         np.testing.assert_allclose(got.boxes, ref.boxes, atol=0.05)
 
 
+def test_reused_input_buffer_leaves_nothing_behind(t1, astronaut):
+    """The detector reuses its input batch across calls: a letterboxed view after a full-canvas one must see
+    black padding, not the previous frame, and give exactly what a fresh detector gives."""
+    wide = np.ascontiguousarray(np.concatenate([astronaut, astronaut[:, ::-1]], axis=1))  # padded top/bottom
+    noise = np.random.default_rng(0).integers(0, 255, (512, 512, 3), np.uint8)  # fills the whole canvas
+    used = BlazeFaceDetector(threads=1)
+    used.detect([noise, noise, t1])  # the buffer now holds noise and t1's views
+    got = used.detect([wide])[0]
+    ref = BlazeFaceDetector(threads=1).detect([wide])[0]
+    assert len(got) == len(ref) == 2
+    np.testing.assert_array_equal(got.boxes, ref.boxes)
+    np.testing.assert_array_equal(got.scores, ref.scores)
+
+
 @pytest.mark.parametrize("model", ["short", "full"])
 def test_exported_batch_dim_is_dynamic(model):
     path = DATA_DIR / MODEL_CONFIGS[model].file
