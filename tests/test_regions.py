@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from deepguard.runtime.facedet.blazeface import iou_matrix
-from deepguard.runtime.facedet.regions import SCAN_EVERY, RegionSchedule, detect_in_regions, regions_around
+from deepguard.runtime.facedet.regions import (
+    SCAN_EVERY,
+    RegionScan,
+    RegionSchedule,
+    detect_in_regions,
+    regions_around,
+    scan_planned,
+)
 from deepguard.runtime.types import Frame
 
 
@@ -28,7 +35,7 @@ def test_full_scans_on_schedule_after_an_empty_frame_and_when_not_close_in_time(
         out = []
         for t in times:
             full = sched.full_scan_due(t)
-            sched.observe(boxes, t, full)
+            sched.observe(boxes, t)
             out.append(full)
         return out
 
@@ -74,3 +81,39 @@ def test_pipeline_uses_regions_between_scans_in_stream_mode(group_clip) -> None:
     assert Detector(rescore_rate=5, scan_every=1)._region_scan() is None
     with pytest.raises(ValueError):
         Detector(rescore_rate=-1)
+
+
+def test_planned_scans_are_the_periodic_and_time_gap_ones() -> None:
+    assert [n for n in range(12) if scan_planned(n, 5, n / 25, (n - 1) / 25)] == [0, 5, 10]
+    assert scan_planned(3, 5, None, 0.1) and scan_planned(3, 5, 0.1, None)  # untimed
+    assert scan_planned(3, 5, 1.0, 0.5) and scan_planned(3, 5, 0.5, 1.0)  # a gap, or time going back
+
+
+def test_full_scans_started_ahead_give_the_same_frames_as_in_turn(group_clip) -> None:
+    """prefetch (the pipeline's reader thread) starts the planned full scans on a second thread; detect must give
+    exactly what the sequential schedule gives, lost-face rescans included (a cut to grey mid-chunk)."""
+    from deepguard.runtime.facedet import load_detector
+
+    det = load_detector(None, threads=1)
+    grey = Frame(np.full_like(group_clip[0].image, 90), 7, 7 / 25)
+    frames = [
+        *group_clip[:7],
+        grey,
+        *(Frame(f.image, 8 + i, (8 + i) / 25) for i, f in enumerate(group_clip[:6])),
+    ]
+    chunks = [frames[i : i + 4] for i in range(0, len(frames), 4)]
+    ref = RegionScan(det, SCAN_EVERY)
+    want = [ref.detect(c) for c in chunks]
+    ahead = RegionScan(det, SCAN_EVERY, ahead=True)
+    for c in chunks:  # the reader runs ahead of the detector by a chunk or more
+        ahead.prefetch(c)
+    got = [ahead.detect(c) for c in chunks]
+    ahead.close()
+    assert [s for _, sc in got for s in sc] == [s for _, sc in want for s in sc]
+    # scans: period (0, 5, 10), the cut to grey (7: its regions lose every face), the frame after it (8: nothing to
+    # look around)
+    assert [n for n, s in enumerate(s for _, sc in got for s in sc) if s] == [0, 5, 7, 8, 10]
+    for (g, _), (w, _) in zip(got, want, strict=True):
+        for a, b in zip(g, w, strict=True):
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+    assert not ahead._ahead  # every scan started ahead was used

@@ -281,29 +281,39 @@ class Detector:
         ``pipeline=False``.
         """
         tracker = Tracker() if tracker is None else tracker
-        detect, score = self._stages(tracker)
         short = isinstance(frames, Sequence) and len(frames) <= self.chunk
-        if not self.pipeline or self.face_crops or short:
+        serial = not self.pipeline or self.face_crops or short
+        detect, score, ahead = self._stages(tracker, ahead=not serial)
+        if serial:
             yield from self._iter_serial(frames, name, detect, score)
         else:
-            yield from self._iter_pipelined(frames, name, detect, score)
+            yield from self._iter_pipelined(frames, name, detect, score, ahead)
 
     def _stages(
-        self, tracker: Tracker
-    ) -> tuple[Callable[[list[Frame]], tuple], Callable[..., list[list[Face]]]]:
-        """``(detect stage, score stage)`` for the mode: the detector thread runs the first, the caller the second."""
+        self, tracker: Tracker, ahead: bool = False
+    ) -> tuple[Callable[[list[Frame]], tuple], Callable[..., list[list[Face]]], RegionScan | None]:
+        """``(detect stage, score stage, scan ahead)`` for the mode: the detector thread runs the first, the caller
+        the second. The third is None, or (``ahead``, stream mode) the region schedule whose planned full scans the
+        reader thread starts as soon as a chunk is decoded (:meth:`RegionScan.prefetch`)."""
         if self.face_crops:
-            return (lambda frames: ()), lambda frames: self._tracked(tracker, self._face_crop_chunk(frames))
+            return (
+                (lambda frames: ()),
+                lambda frames: self._tracked(tracker, self._face_crop_chunk(frames)),
+                None,
+            )
         if self.rescore_rate > 0:
             rescorer = Rescorer(self.rescore_rate)
-            scan = self._region_scan()
+            scan = self._region_scan(ahead)
             return (
                 lambda frames: self._detect_only(scan, frames),
                 lambda frames, dets, scanned: self._stream_chunk(tracker, rescorer, frames, dets, scanned),
+                scan if ahead else None,
             )
-        return self._detect_chunk, lambda frames, dets, crops: self._tracked(
-            tracker, self._score_chunk(frames, dets, crops)
-        )
+
+        def score(frames: list[Frame], dets: list[FaceBoxes], crops: np.ndarray) -> list[list[Face]]:
+            return self._tracked(tracker, self._score_chunk(frames, dets, crops))
+
+        return self._detect_chunk, score, None
 
     @property
     def region_scan_every(self) -> int:
@@ -313,10 +323,13 @@ class Detector:
 
         return self.scan_every if isinstance(self.face_detector, BlazeFaceDetector) else 1
 
-    def _region_scan(self) -> RegionScan | None:
-        """A fresh detection schedule for one stream; None where every frame gets a full scan."""
+    def _region_scan(self, ahead: bool = False) -> RegionScan | None:
+        """A fresh detection schedule for one stream; None where every frame gets a full scan. ``ahead``: its
+        planned full scans may run ahead on the scan thread (:meth:`RegionScan.prefetch`)."""
         n = self.region_scan_every
-        return RegionScan(self.face_detector, n) if n > 1 else None
+        if n <= 1:
+            return None
+        return RegionScan(self.face_detector, n, ahead=ahead)
 
     @staticmethod
     def _tracked(tracker: Tracker, faces: list[list[Face]]) -> list[list[Face]]:
@@ -344,9 +357,15 @@ class Detector:
             yield from self._results(batch, score(batch, *detect(batch)))
 
     def _iter_pipelined(
-        self, frames: Iterable[Frame | np.ndarray], name: str, detect: Callable, score: Callable
+        self,
+        frames: Iterable[Frame | np.ndarray],
+        name: str,
+        detect: Callable,
+        score: Callable,
+        ahead: RegionScan | None = None,
     ) -> Iterator[tuple[FrameScore, list[Face]]]:
-        """reader thread (decode) -> detector thread (detect + crop) -> this thread (classify + assemble)."""
+        """reader thread (decode; starts ``ahead``'s planned full scans) -> detector thread (detect + crop) -> this
+        thread (classify + assemble)."""
         stop = threading.Event()
         read_q: queue.Queue = queue.Queue(QUEUE_CHUNKS)
         det_q: queue.Queue = queue.Queue(QUEUE_CHUNKS)
@@ -363,6 +382,8 @@ class Detector:
         def reader() -> None:
             try:
                 for batch in self._chunks(frames, name):
+                    if ahead is not None:
+                        ahead.prefetch(batch)
                     if not put(read_q, batch):
                         return
                 put(read_q, _END)
@@ -411,6 +432,8 @@ class Detector:
         finally:
             # Early exit (error, caller closed the generator): stages see the event within _POLL_S and stop.
             stop.set()
+            if ahead is not None:
+                ahead.close()
 
     # -- public API -----------------------------------------------------------------------------------------
     def analyze_frames(

@@ -254,7 +254,7 @@ class Engine:
             """The frame's final detection (``boxes`` None: it failed): the schedule learns it first, so the
             stream's next frame can start; then the frame is tracked and planned in stream order."""
             if stream.schedule is not None:
-                stream.schedule.observe(None if boxes is None else boxes.boxes, frame.time, scanned)
+                stream.schedule.observe(None if boxes is None else boxes.boxes, frame.time)
                 stream.detection_done()
             try:
                 stream.detected(
