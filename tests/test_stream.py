@@ -158,10 +158,20 @@ def test_stream_vs_dense_on_real_faces(group_clip: list[Frame], pipeline: bool) 
     dp = {p.id: p for p in a.persons}
     # 1 s of video: a person's rule sees 5 of dense mode's 25 outputs, so its score differs by sampling alone
     # (0.00-0.06 here with the shipped model); the benchmarks hold the mean <= 0.02 over longer clips
+    tol = 0.08
+    cuts = [stream.threshold, *(stream.band or ())]
+
+    def clear(score: float) -> bool:  # farther from every verdict cut than sampling can move a score
+        return min(abs(score - c) for c in cuts) > tol
+
     for p in b.persons:
-        assert abs(p.score - dp[p.id].score) <= 0.08
+        assert abs(p.score - dp[p.id].score) <= tol
         assert p.n_faces < dp[p.id].n_faces  # persons vote with classifier outputs only
-    assert b.verdict == a.verdict
+        if clear(dp[p.id].score):
+            assert p.verdict == dp[p.id].verdict
+    assert sum(clear(p.score) for p in a.persons) >= 3  # the verdict check is not vacuous
+    if clear(a.score):  # the shipped model puts this real photo's most fake-looking face at the cut (0.85)
+        assert b.verdict == a.verdict
 
 
 def test_stream_serial_and_pipelined_agree(group_clip: list[Frame]) -> None:

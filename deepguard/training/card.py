@@ -93,7 +93,9 @@ def _rule_text(c: dict, thr: float, lo: float, hi: float) -> str:
     return (
         f"The threshold is chosen for **few false alarms on real faces of every kind**: **{thr:.4f}** is the "
         f"lowest score at which *no* real validation source has more than {cap:.0%} of its faces called fake "
-        "(each source counts on its own, so the largest one cannot hide a bad one).\n\n"
+        "(each source counts on its own, so the largest one cannot hide a bad one), in the members' fused "
+        "probabilities and in each shipped graph's own scores (FP32 and INT8: quantisation moves scores a "
+        "little, and users run the graphs), rounded up.\n\n"
         f'{graded}"Fake" starts at that false-alarm-controlled threshold; below it, the band\'s low edge is the '
         f'highest cut under which at least {target:.0%} of the val faces are real, so "real" is a confident '
         'answer too and everything between them is "uncertain".'
