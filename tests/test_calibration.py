@@ -369,3 +369,29 @@ def test_model_card_states_each_members_schedule(tmp_path):
     )
     summary["recipe"]["schedule"]["a"] = {**sched, "schedule": "plateau"}
     assert "halved on a validation plateau" in write_model_card(summary, tmp_path / "c2.md").read_text()
+
+
+def test_shipped_cut_holds_the_false_alarm_rule_on_every_graph():
+    """The cut chosen on the members' probabilities is raised until no real source has more than 5 % of its faces
+    at or above it in any shipped graph's scores (INT8 moves scores), rounded up to the stored 4 digits."""
+    from deepguard.convert.calibrate import false_alarm_cut
+    from deepguard.training.default import shipped_cut
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(200), np.ones(100)].astype(int)
+    sources = ["a"] * 100 + ["b"] * 100 + ["gan"] * 100
+    fp32 = np.r_[rng.uniform(0, 0.8, 200), rng.uniform(0.5, 1, 100)]
+    meta = {"temperature": 1.0, "threshold": 0.8, "uncertain_low": 0.2, "uncertain_high": 0.8}
+    assert shipped_cut(meta, {"fp32": fp32}, labels, sources) == meta  # the rule already holds: unchanged
+    int8 = fp32.copy()
+    int8[:8] = [0.81, 0.82, 0.83, 0.84, 0.85, 0.86, 0.87, 0.88123]  # 8 % of source a past the cut in INT8
+    out = shipped_cut(meta, {"fp32": fp32, "int8": int8}, labels, sources)
+    assert (
+        out["threshold"] == out["uncertain_high"] == 0.8301
+    )  # just above a's 6th highest (0.83): 5 % remain
+    assert out["threshold"] >= false_alarm_cut(int8, labels, sources)
+    assert out["uncertain_low"] == 0.2 and out["temperature"] == 1.0
+    for s in (fp32, int8):
+        for src in ("a", "b"):
+            real = s[(labels == 0) & (np.asarray(sources) == src)]
+            assert np.mean(real >= out["threshold"]) <= 0.05

@@ -286,16 +286,18 @@ def _original_dfdc_val(data: Sequence[str | Path], input_size: int, cache_dir: P
     return None
 
 
-def _scored(res: dict, val: CropSet, dfdc: CropSet | None, threshold: float, band) -> dict:
-    """Per precision: binary metrics on all val faces, the per-source table, and DFDC's stored crops."""
+def _scored(
+    res: dict, val: CropSet, dfdc: CropSet | None, threshold: float, band, scores: dict[str, np.ndarray]
+) -> dict:
+    """Per precision (``scores``: each graph's val scores): binary metrics on all val faces, the per-source table,
+    and DFDC's stored crops."""
     from deepguard.convert.calibrate import graded_metrics
     from deepguard.evaluation.by_source import per_source
     from deepguard.evaluation.metrics import binary_metrics
 
     out: dict = {"metrics": {}, "scores": {}, "graded": {}, "by_source": {}, "dfdc_stored": {}}
     for prec in ("fp32", "int8"):
-        s = _onnx_scores(res[prec], val.images)
-        out["scores"][prec] = s
+        s = out["scores"][prec] = scores[prec]
         out["metrics"][prec] = binary_metrics(val.labels, s, threshold)
         out["graded"][prec] = graded_metrics(s, val.labels, threshold, band)
         out["by_source"][prec] = per_source(s, val.labels, val.sources, threshold, band)
@@ -358,9 +360,10 @@ def build_default_model(
     weights = choose_weights(logits, val.labels, val.sources)
     cal = calibrate(fused_val_probs(logits, weights), val.labels, sources=val.sources)
     res = _fuse(run_dir, summaries, weights, cal.metadata(), train, val, input_size)
-    cal_meta = cut_for_shipped_graphs(res, val, cal.metadata())  # the stored values are used below
+    scores = {prec: _onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
+    cal_meta = _store_shipped_cut(res, cal.metadata(), scores, val)  # the stored values are used below
     summary = {
-        **_measured_summary(res, members, logits, weights, cal, cal_meta, val, dfdc, cache_dir),
+        **_measured_summary(res, members, logits, weights, cal, cal_meta, val, dfdc, cache_dir, scores),
         "recipe": _recipe(data, sbi_fraction, input_size, summaries),
         "train_seconds": train_seconds,
         "build_seconds": round(time.time() - t_build, 1),
@@ -375,9 +378,11 @@ def build_default_model(
     return summary
 
 
-def cut_for_shipped_graphs(res: dict, val: CropSet, cal_meta: dict[str, float]) -> dict[str, float]:
-    """``cal_meta`` with the fake cut raised, where needed, until the false-alarm rule holds on the val scores of
-    every shipped graph (FP32, INT8), and rewritten into their metadata.
+def shipped_cut(
+    cal_meta: dict[str, float], scores: dict[str, np.ndarray], labels: np.ndarray, sources: Sequence[str]
+) -> dict[str, float]:
+    """``cal_meta`` with the fake cut raised, where needed, until the false-alarm rule holds on the val ``scores``
+    of every shipped graph (``{precision: scores}``); ``uncertain_high`` follows it.
 
     Why: the rule (:func:`deepguard.convert.calibrate.false_alarm_cut`) is applied to the Keras members' fused
     probabilities, but users run the ONNX graphs - on a CPU the INT8 one - and INT8 moves scores a little: v8's
@@ -387,22 +392,30 @@ def cut_for_shipped_graphs(res: dict, val: CropSet, cal_meta: dict[str, float]) 
     import math
 
     from deepguard.convert.calibrate import false_alarm_cut
-    from deepguard.convert.metadata import write_metadata
 
-    cut = max(
-        false_alarm_cut(_onnx_scores(res[prec], val.images), val.labels, val.sources)
-        for prec in ("fp32", "int8")
-    )
+    cut = max(false_alarm_cut(s, labels, sources) for s in scores.values())
     if cut <= cal_meta["threshold"]:
         return cal_meta
     threshold = math.ceil(cut * 1e4) / 1e4
-    print(
-        f"[build] fake cut {cal_meta['threshold']} -> {threshold}: the false-alarm rule on the shipped graphs"
-    )
-    out = {**cal_meta, "threshold": threshold, "uncertain_high": threshold}
-    for prec in ("fp32", "fp16", "int8"):
-        if res.get(prec):
-            write_metadata(res[prec], {k: out[k] for k in ("threshold", "uncertain_high")})
+    if (
+        threshold < cut
+    ):  # cut*1e4 can round down to an integer (a cut just above 0.83 -> 0.83, which is not above)
+        threshold = round(threshold + 1e-4, 4)
+    return {**cal_meta, "threshold": threshold, "uncertain_high": threshold}
+
+
+def _store_shipped_cut(res: dict, cal_meta: dict[str, float], scores: dict, val: CropSet) -> dict[str, float]:
+    """:func:`shipped_cut` on the built graphs' val scores, written into their metadata when it moved the cut."""
+    from deepguard.convert.metadata import write_metadata
+
+    out = shipped_cut(cal_meta, scores, val.labels, val.sources)
+    if out != cal_meta:
+        print(
+            f"[build] fake cut {cal_meta['threshold']} -> {out['threshold']}: the false-alarm rule on the graphs"
+        )
+        for prec in ("fp32", "fp16", "int8"):
+            if res.get(prec):
+                write_metadata(res[prec], {k: out[k] for k in ("threshold", "uncertain_high")})
     return out
 
 
@@ -447,13 +460,14 @@ def _measured_summary(
     val: CropSet,
     dfdc: CropSet | None,
     cache_dir: Path,
+    scores: dict[str, np.ndarray],
 ) -> dict:
     """The summary up to ``real_photos``: weights and calibration, then what was measured on the fused graphs."""
     from sklearn.metrics import roc_auc_score
 
     threshold = cal_meta["threshold"]
     band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
-    sc = _scored(res, val, dfdc, threshold, band)
+    sc = _scored(res, val, dfdc, threshold, band, scores)
     robustness, probe = _robustness_and_probe(res, dfdc or val, val, cache_dir, threshold)
     return {
         "weights": dict(zip(members["members"], weights, strict=True)),
