@@ -397,9 +397,8 @@ def shipped_cut(
     if cut <= cal_meta["threshold"]:
         return cal_meta
     threshold = math.ceil(cut * 1e4) / 1e4
-    if (
-        threshold < cut
-    ):  # cut*1e4 can round down to an integer (a cut just above 0.83 -> 0.83, which is not above)
+    # cut * 1e4 can round down to an integer (a cut just above 0.83 gives 0.83, which is not above it)
+    if threshold < cut:
         threshold = round(threshold + 1e-4, 4)
     return {**cal_meta, "threshold": threshold, "uncertain_high": threshold}
 
