@@ -427,3 +427,51 @@ def test_load_crops_from_labelled_folders(tmp_path):
         load_crops(tmp_path, size=32)
     with pytest.raises(MediaError, match="missing"):
         load_crops(tmp_path / "missing")
+
+
+def test_extract_members_gives_back_each_member(built):
+    """A member cut out of the fused graph computes what its Keras model computes (reference outside ONNX)."""
+    from deepguard.convert.members import extract_members, member_logits
+    from deepguard.convert.parity import resize_bilinear
+
+    members = extract_members(built["result"]["fp32"])
+    assert [(m.name, m.weight, m.input_size) for m in members] == [
+        (n, WEIGHTS[n], SIZES[n]) for n in ("a", "b")
+    ]
+    ref = _keras_probs(built["models"], built["val"])
+    for k, m in enumerate(members):
+        logit = member_logits(m.model, resize_bilinear(built["val"], m.input_size))
+        np.testing.assert_allclose(1 / (1 + np.exp(-logit)), ref[:, k], atol=2e-5)
+
+
+def test_extract_members_refuses_quantised_and_unfused_files(built):
+    from deepguard.convert.members import extract_members
+
+    with pytest.raises(ModelError, match="quantised"):
+        extract_members(built["result"]["int8"])
+    with pytest.raises(ModelError, match="not a fused model"):
+        extract_members(built["result"]["members"]["a"])
+
+
+def test_join_fuses_a_built_models_member_beside_a_new_one(built, tmp_path):
+    """``train-default --join``: a member of a built model, fused beside a Keras member, keeps its outputs."""
+    from deepguard.convert.members import extract_members
+
+    joined = extract_members(built["result"]["fp32"])[0]
+    calib, _ = _data(96, CROP, 5)
+    res = build_ensemble(
+        [(joined.model, 0.5, "a.joined"), (built["paths"]["b"], 0.5, "b")],
+        tmp_path,
+        calib,
+        built["val"],
+        built["labels"],
+        metadata={"name": "joined", "threshold": 0.5},
+        threads=1,
+    )
+    new, old = _run(res["fp32"], built["val"]), _run(built["result"]["fp32"], built["val"])
+    np.testing.assert_allclose(new["member_probs"], old["member_probs"], atol=2e-6)
+    np.testing.assert_allclose(new["prob"], old["member_probs"].mean(1), atol=2e-6)
+    checks = res["report"]["checks"]
+    assert checks["fused_vs_keras"]["passed"] and checks["keras_vs_onnx_fp32"]["passed"]
+    assert res["report"]["passed"], res["report"]
+    assert [m["name"] for m in read_metadata(res["fp32"])["members"]] == ["a.joined", "b"]
