@@ -371,34 +371,6 @@ def test_model_card_states_each_members_schedule(tmp_path):
     assert "halved on a validation plateau" in write_model_card(summary, tmp_path / "c2.md").read_text()
 
 
-def test_model_card_names_joined_members_and_their_schedule(tmp_path):
-    """A member fused in with ``--join`` is named with where it came from and how it was trained."""
-    from deepguard.training.card import write_model_card
-
-    row = {k: 0.9 for k in ("roc_auc", "accuracy", "precision", "recall", "f1", "log_loss", "eer")}
-    sched = {"lr": 5e-4, "schedule": "cosine", "epochs_run": 29, "steps_per_epoch": 300, "batch_size": 32}
-    joined = {"model": "deepguard-edge 0.1.0 built X", "sha256": "abcdef0123456789", "train_seconds": 6205}
-    summary = {
-        "weights": {"a.joined": 0.5, "a": 0.5},
-        "member_val_auc": {"a.joined": 0.9, "a": 0.8},
-        "threshold": 0.5,
-        "val": {"fp32": row, "int8": row, "int8_vs_fp32": {"delta_auc": 0.0, "decision_agreement": 1.0}},
-        "recipe": {
-            "schedule": {"a": {**sched, "epochs_run": 27}},
-            "joined": {**joined, "schedule": {"a.joined": sched}},
-        },
-    }
-    text = write_model_card(summary, tmp_path / "card.md").read_text()
-    assert "a: Adam peak 0.0005" in text and "27 epochs of 300 steps" in text
-    assert "a.joined: Adam peak 0.0005" in text and "29 epochs of 300 steps" in text
-    assert "deepguard-edge 0.1.0 built X, sha256 abcdef012345, trained by this recipe in 6205 s" in text
-    assert "| a.joined | 0.5 | 0.9000 |" in text
-    summary["recipe"]["joined"]["schedule"] = {}
-    assert (
-        "schedule not recorded (members marked" in write_model_card(summary, tmp_path / "c2.md").read_text()
-    )
-
-
 def test_shipped_cut_holds_the_false_alarm_rule_on_every_graph():
     """The cut chosen on the members' probabilities is raised until no real source has more than 5 % of its faces
     at or above it in any shipped graph's scores (INT8 moves scores), rounded up to the stored 4 digits."""
