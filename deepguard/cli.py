@@ -198,8 +198,6 @@ def cmd_train_default(args: argparse.Namespace) -> int:
                 install=args.install,
                 cache_dir=args.cache,
                 sbi_fraction=args.sbi_fraction,
-                seed=args.seed,
-                join=args.join,
             ),
             indent=2,
         )
@@ -348,8 +346,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_train_default(sub: argparse._SubParsersAction) -> None:
     td = sub.add_parser(
-        "train-default",
-        help="the whole default-model recipe: import, train, fuse (optionally with a built model's members), INT8",
+        "train-default", help="the whole default-model recipe: import, train both, fuse, INT8"
     )
     td.add_argument(
         "--data",
@@ -372,12 +369,6 @@ def _add_train_default(sub: argparse._SubParsersAction) -> None:
     )
     td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
-    td.add_argument("--seed", type=int, default=0, help="seed of the member(s) trained by this run")
-    td.add_argument(
-        "--join",
-        help="a built FP32 model (e.g. deepguard/models/default/deepguard-edge-fp32.onnx): its members are "
-        "fused in beside the new one, weights chosen on validation",
-    )
     td.set_defaults(func=cmd_train_default)
 
 

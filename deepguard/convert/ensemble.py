@@ -188,29 +188,19 @@ def _fused_files(
 def _convert_members(
     keras_members: Sequence[tuple[Any, float, str]], out: Path, opset: int
 ) -> tuple[list[tuple[Any, Path, float, str]], dict[str, Path], list[dict], list[Path]]:
-    """Each member to ``out/members/<name>.onnx``: ``(loaded, paths by name, member metadata, source files)``.
-
-    A member given as an ``onnx.ModelProto`` (one cut out of a built model, :mod:`deepguard.convert.members`) is
-    written as it is; its loaded model is ``None`` (the parity report then uses that graph as its reference).
-    """
-    import onnx
-
+    """Each member to ``out/members/<name>.onnx``: ``(loaded, paths by name, member metadata, source files)``."""
     from deepguard.convert.keras_onnx import load_keras
 
     names: list[str] = []
     loaded, member_paths, member_meta, source_files = [], {}, [], []
     for src, weight, member_name in keras_members:
+        model = load_keras(src)
         base = safe_name(member_name)
         while base in names:
             base += "_"
         names.append(base)
-        if isinstance(src, onnx.ModelProto):
-            model, path = None, out / "members" / f"{base}.onnx"
-            onnx.save(src, str(path))
-        else:
-            model = load_keras(src)
-            path = keras_to_onnx(model, out / "members" / f"{base}.onnx", opset)
-        if model is not None and isinstance(src, (str, os.PathLike)):
+        path = keras_to_onnx(model, out / "members" / f"{base}.onnx", opset)
+        if isinstance(src, (str, os.PathLike)):
             source_sha = sha256_file(src)
             source_files.append(Path(src))
         else:  # in-memory model: the converted graph is the best fingerprint we have

@@ -180,29 +180,18 @@ def _keras_checks(
     temperature: float,
     threads: int | None,
 ) -> dict[str, Any]:
-    """``keras_vs_onnx_fp32`` (each member's ONNX logit) and ``fused_vs_keras`` (the fused FP32 outputs).
-
-    A member without a Keras model (``None``: joined from a built model) is its own reference: its member graph,
-    run alone, against what the fused graph computes for it.
-    """
+    """``keras_vs_onnx_fp32`` (each member's ONNX logit) and ``fused_vs_keras`` (the fused FP32 outputs)."""
     from deepguard.convert.calibrate import apply_temperature
-    from deepguard.convert.fuse import load_onnx, member_input_size
     from deepguard.convert.keras_onnx import load_keras
 
     per_member, keras_probs, weights = {}, [], []
     for model_or_path, onnx_path, weight, name in keras_members:
-        if model_or_path is None:  # a member joined as ONNX (no Keras file): its own graph is the reference
-            size = member_input_size(load_onnx(onnx_path), str(onnx_path))
-            x = resize_bilinear(crops, size)
-            o, _ = run_onnx(onnx_path, x, threads=threads)
-            k = onnx_logit = next(iter(o.values())).reshape(-1).astype(np.float64)
-        else:
-            model = load_keras(model_or_path)
-            size = int(model.inputs[0].shape[1])
-            x = resize_bilinear(crops, size)
-            k = keras_logits(model, x)
-            o, _ = run_onnx(onnx_path, x, threads=threads)
-            onnx_logit = next(iter(o.values())).reshape(-1).astype(np.float64)
+        model = load_keras(model_or_path)
+        size = int(model.inputs[0].shape[1])
+        x = resize_bilinear(crops, size)
+        k = keras_logits(model, x)
+        o, _ = run_onnx(onnx_path, x, threads=threads)
+        onnx_logit = next(iter(o.values())).reshape(-1).astype(np.float64)
         key = name if name not in per_member else f"{name}#{len(per_member)}"
         per_member[key] = {
             "input_size": size,

@@ -271,13 +271,6 @@ def _recipe_section(summary: dict) -> str:
     frac = recipe.get("sbi_fraction")
     sbi = f"{frac:.0%} of the fakes" if isinstance(frac, float) else "share not recorded"
     optim = _optimiser_text(recipe.get("schedule"))
-    joined = recipe.get("joined")
-    if joined:
-        optim += (
-            f"; {_optimiser_text(joined['schedule']) if joined.get('schedule') else 'schedule not recorded'} (members marked `.joined` come from the earlier build "
-            f"{joined.get('model')}, sha256 {str(joined.get('sha256'))[:12]}, trained by this recipe in "
-            f"{_fmt(joined.get('train_seconds'), 0)} s and fused in with `--join`)"
-        )
     mix = ", ".join(f"{k} {v:.1%}" for k, v in (summary.get("batch_mix") or {}).items()) or "not recorded"
     crop = recipe.get("input_size", 160)
     sizes = sorted(set((recipe.get("backbone_size") or {}).values()) - {crop})

@@ -340,12 +340,8 @@ def build_default_model(
     install: bool = False,
     train_seconds: float | None = None,
     sbi_fraction: float | None = None,
-    join: str | Path | None = None,
 ) -> dict:
     """Fuse the trained members into the shipped model (FP32/FP16/INT8), measure it per source, write the card.
-
-    ``join``: a built FP32 model whose members are fused in beside the new ones (cut out of its graph by
-    :func:`deepguard.convert.members.extract_members`), so an ensemble grows one training run at a time.
 
     Calibration follows the false-alarm rule (:func:`deepguard.convert.calibrate.calibrate` with sources): the
     "fake" cut is the lowest score at which no real validation source has more than 5 % of its faces called fake.
@@ -360,19 +356,15 @@ def build_default_model(
     dfdc = _original_dfdc_val(data, input_size, cache_dir)
     members = json.loads((run_dir / "members.json").read_text())
     summaries = members["members"]
-    sources = {**_joined_members(join), **{a: summaries[a]["keras"] for a in summaries}}
-    logits = {
-        **_joined_logits(sources, val),
-        **{a: np.load(run_dir / f"{a}.val_logits.npy") for a in summaries},
-    }
+    logits = {a: np.load(run_dir / f"{a}.val_logits.npy") for a in summaries}
     weights = choose_weights(logits, val.labels, val.sources)
     cal = calibrate(fused_val_probs(logits, weights), val.labels, sources=val.sources)
-    res = _fuse(run_dir, sources, weights, cal.metadata(), train, val, input_size)
+    res = _fuse(run_dir, summaries, weights, cal.metadata(), train, val, input_size)
     scores = {prec: _onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
     cal_meta = _store_shipped_cut(res, cal.metadata(), scores, val)  # the stored values are used below
     summary = {
         **_measured_summary(res, members, logits, weights, cal, cal_meta, val, dfdc, cache_dir, scores),
-        "recipe": {**_recipe(data, sbi_fraction, input_size, summaries), **_joined_recipe(join)},
+        "recipe": _recipe(data, sbi_fraction, input_size, summaries),
         "train_seconds": train_seconds,
         "build_seconds": round(time.time() - t_build, 1),
         "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},
@@ -426,69 +418,22 @@ def _store_shipped_cut(res: dict, cal_meta: dict[str, float], scores: dict, val:
     return out
 
 
-def _joined_members(join: str | Path | None) -> dict:
-    """``{key: member graph}`` of the model to join (none without one); keys end in ``.joined``."""
-    if join is None:
-        return {}
-    from deepguard.convert.members import extract_members
-
-    return {f"{m.name}.joined": m.model for m in extract_members(join)}
-
-
-def _joined_logits(sources: dict, val: CropSet) -> dict[str, np.ndarray]:
-    """Validation logits of the joined member graphs (the Keras members' come from their training run)."""
-    import onnx
-
-    from deepguard.convert.fuse import member_input_size
-    from deepguard.convert.members import member_logits
-    from deepguard.convert.parity import resize_bilinear
-
-    out = {}
-    for key, src in sources.items():
-        if isinstance(src, onnx.ModelProto):
-            x = resize_bilinear(np.asarray(val.images), member_input_size(src, key))
-            out[key] = member_logits(src, x)
-    return out
-
-
-def _joined_recipe(join: str | Path | None) -> dict:
-    """Where joined members came from, for the card: the file, its hash and the model it was."""
-    if join is None:
-        return {}
-    from deepguard.convert.metadata import read_metadata, sha256_file
-
-    meta = read_metadata(join)
-    metrics = Path(join).parent / "metrics.json"  # an installed model's summary, when it sits beside it
-    built = json.loads(metrics.read_text()) if metrics.is_file() else {}
-    schedule = (built.get("recipe") or {}).get("schedule") or {}
-    return {
-        "joined": {
-            "file": str(join),
-            "sha256": sha256_file(join),
-            "model": f"{meta.get('name')} {meta.get('version')} built {meta.get('created')}",
-            "schedule": {f"{a}.joined": v for a, v in schedule.items()},
-            "train_seconds": built.get("train_seconds"),
-        }
-    }
-
-
 def _fuse(
     run_dir: Path,
-    sources: dict,
+    summaries: dict,
     weights: list[float],
     cal_meta: dict[str, float],
     train: CropSet,
     val: CropSet,
     input_size: int,
 ) -> dict:
-    """One ONNX graph per precision from the members (``{key: Keras file or member graph}``), INT8 calibrated on
-    512 training crops (seed 0)."""
+    """One ONNX graph per precision from the Keras members, INT8 calibrated on 512 training crops (seed 0)."""
     from deepguard.convert.ensemble import build_ensemble
 
     rng = np.random.default_rng(0)
     calib = np.asarray(train.images[np.sort(rng.choice(len(train.labels), 512, replace=False))])
     return build_ensemble(
-        [(src, w, a) for (a, src), w in zip(sources.items(), weights, strict=True)],
+        [(summaries[a]["keras"], w, a) for a, w in zip(summaries, weights, strict=True)],
         run_dir / "onnx",
         calibration_crops=calib,
         val_crops=np.asarray(val.images),
@@ -524,7 +469,7 @@ def _measured_summary(
     sc = _scored(res, val, dfdc, threshold, band, scores)
     robustness, probe = _robustness_and_probe(res, dfdc or val, val, cache_dir, threshold)
     return {
-        "weights": dict(zip(logits, weights, strict=True)),
+        "weights": dict(zip(members["members"], weights, strict=True)),
         "threshold": threshold,
         "calibration": {**cal.to_dict(), "stored": cal_meta, "onnx_val": sc["graded"]},
         "val": sc["metrics"],
@@ -562,13 +507,10 @@ def train_default(
     install: bool = False,
     cache_dir: str | Path | None = None,
     sbi_fraction: float = SBI_FRACTION,
-    seed: int = 0,
-    join: str | Path | None = None,
 ) -> dict:
-    """The documented recipe: train the member(s), then fuse/quantise/measure (and install); ``join``: a built
-    FP32 model whose members join the new one (see :func:`build_default_model`)."""
+    """The documented one-command recipe: train both members, then fuse/quantise/measure (and install)."""
     r = train_edge_members(
-        data, out_dir, budget_min=budget_min, cache_dir=cache_dir, sbi_fraction=sbi_fraction, seed=seed
+        data, out_dir, budget_min=budget_min, cache_dir=cache_dir, sbi_fraction=sbi_fraction
     )
     s = build_default_model(
         out_dir,
@@ -577,7 +519,6 @@ def train_default(
         install=install,
         train_seconds=r["total_seconds"],
         sbi_fraction=sbi_fraction,
-        join=join,
     )
     return {
         "members": {a: m["val_auc"] for a, m in r["members"].items()},
