@@ -138,7 +138,9 @@ def test_tiny_fit_learns(tmp_path: Path, schedule: str) -> None:
         batch_size=8,
         epochs=2,
         steps_per_epoch=25,
-        lr=2e-4,
+        # cosine: the default recipe's peak rate. At 2e-4 the annealed rate averages ~1e-4 over these 50 steps, and
+        # on an AVX2 host (other oneDNN kernels, other rounding) that reached val AUC 0.78 only.
+        lr=2e-4 if schedule == "plateau" else 5e-4,
         augment=False,
         head=HeadConfig(units=(16,), dropout=0.0, l2=0.0),
         imagenet_weights=str(w),
