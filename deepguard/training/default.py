@@ -359,9 +359,10 @@ def build_default_model(
     logits = {a: np.load(run_dir / f"{a}.val_logits.npy") for a in summaries}
     weights = choose_weights(logits, val.labels, val.sources)
     cal = calibrate(fused_val_probs(logits, weights), val.labels, sources=val.sources)
-    res = _fuse(run_dir, summaries, weights, cal.metadata(), train, val, input_size)
+    fitted = cal.metadata()
+    res = _fuse(run_dir, summaries, weights, fitted, train, val, input_size)
     scores = {prec: _onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
-    cal_meta = _store_shipped_cut(res, cal.metadata(), scores, val)  # the stored values are used below
+    cal_meta = _store_shipped_cut(res, fitted, scores, val)  # the stored values are used below
     summary = {
         **_measured_summary(res, members, logits, weights, cal, cal_meta, val, dfdc, cache_dir, scores),
         "recipe": _recipe(data, sbi_fraction, input_size, summaries),
