@@ -3,7 +3,8 @@
 The corpus (built here, ~56 files): photos from installed packages (insightface's ``t1.jpg``, scikit-image's
 astronaut, coffee and chelsea) cropped, resized and re-encoded; short H.264 clips made with PyAV; and bad files
 (truncated JPEG/MP4, random bytes named .mp4, empty files, text named .png). One Ray is started for the module
-by the scan's own ``start``; the killed scan runs in a subprocess that joins it with ``--ray-address``.
+by the scan's own ``start`` in a helper process; every scan runs in a subprocess that joins it with
+``--ray-address``, so pytest itself never becomes a Ray driver.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,28 +118,69 @@ def corpus(tmp_path_factory, t1_jpg, astronaut) -> tuple[Path, set[str]]:
     return root, expected
 
 
+_HOLD_RAY = """
+import sys
+import ray
+from deepguard.scan import ray_scan
+ray_scan.start(None, num_cpus=2)
+print(ray.get_runtime_context().gcs_address, flush=True)
+sys.stdin.read()  # held until the test module closes this pipe
+ray.shutdown()
+"""
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str
+    pid: int  # the process that started it: its raylet and actor workers are its descendants
+
+
 @pytest.fixture(scope="module")
-def ray_address():
+def ray_cluster() -> Iterator[RayCluster]:
+    """A local Ray (2 CPUs) started and owned by a helper process; scans join it as subprocesses.
+
+    Why not in pytest's own process: a Ray driver can be ended by Ray itself (its core worker exits the process
+    when it loses its node), and the whole suite twice stopped in CI with exit 1 and no summary right after this
+    module. Here pytest never connects to Ray.
+    """
     pytest.importorskip("ray.data")
     pytest.importorskip("pyarrow")
-    import ray
-
-    from deepguard.scan import ray_scan
-
-    started = ray_scan.start(None, num_cpus=2)
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_RAY],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    address = holder.stdout.readline().strip()
+    if not address:
+        holder.kill()
+        pytest.fail(f"local Ray did not start: {holder.communicate(timeout=60)[1][-3000:]}")
+    try:
+        yield RayCluster(address, holder.pid)
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
 
 
 def _rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in out.read_text().splitlines()]
 
 
-def _scan(*args: str) -> int:
-    from deepguard.scan.command import main
+def _scan(ray: RayCluster, *args) -> subprocess.CompletedProcess:
+    """``deepguard scan ARGS`` in a subprocess joined to the module's Ray (options after SCAN_OPTS win)."""
+    cmd = [sys.executable, "-m", "deepguard.scan", *SCAN_OPTS, "--ray-address", ray.address, *map(str, args)]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
-    return main([*map(str, args), *SCAN_OPTS])
+
+def _ok(done: subprocess.CompletedProcess) -> bool:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return True
 
 
 def _check_complete(rows: list[dict], expected: set[str]) -> None:
@@ -158,14 +202,14 @@ def _check_complete(rows: list[dict], expected: set[str]) -> None:
 
 
 def test_scan_gives_every_file_exactly_one_row_and_a_rerun_writes_nothing(
-    corpus, ray_address, tmp_path
+    corpus, ray_cluster, tmp_path
 ) -> None:
     root, expected = corpus
     out = tmp_path / "results.jsonl"
-    assert _scan(root, "--out", out) == 0
+    assert _ok(_scan(ray_cluster, root, "--out", out))
     _check_complete(_rows(out), expected)
     before = out.read_bytes()
-    assert _scan(root, "--out", out) == 0  # everything done: Ray is not even used
+    assert _ok(_scan(ray_cluster, root, "--out", out))  # everything done: Ray is not even used
     assert out.read_bytes() == before
 
 
@@ -174,30 +218,30 @@ def _complete_lines(out: Path) -> list[bytes]:
     return data.split(b"\n")[:-1]
 
 
-def _ray_workers() -> list[int]:
-    """Pids of this test's Ray Data actor processes (descendants of this process: it started the local Ray)."""
+def _ray_workers(ray: RayCluster) -> list[int]:
+    """Pids of the Ray Data actor processes (descendants of the process that started the local Ray)."""
     parent = {}
     for d in Path("/proc").iterdir():
         try:
             parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (ValueError, OSError):
             continue
-    mine, pids = {os.getpid()}, sorted(parent)
-    for _ in range(4):  # pytest -> raylet -> workers (a few levels suffice)
+    mine, pids = {ray.pid}, sorted(parent)
+    for _ in range(4):  # holder -> raylet -> workers (a few levels suffice)
         mine |= {p for p in pids if parent[p] in mine}
     return [p for p in mine if b"MapWorker" in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
-def _kill_a_worker_after(out: Path, rows: int, killed: list[int]) -> None:
+def _kill_a_worker_after(ray: RayCluster, out: Path, rows: int, killed: list[int]) -> None:
     deadline = time.monotonic() + 600
     while len(_complete_lines(out)) < rows and time.monotonic() < deadline:
         time.sleep(0.2)
-    for pid in _ray_workers()[:1]:
+    for pid in _ray_workers(ray)[:1]:
         os.kill(pid, signal.SIGKILL)
         killed.append(pid)
 
 
-def test_scan_killed_midway_resumes_without_loss_or_duplicates(corpus, ray_address, tmp_path) -> None:
+def test_scan_killed_midway_resumes_without_loss_or_duplicates(corpus, ray_cluster, tmp_path) -> None:
     root, expected = corpus
     listing = tmp_path / "list.txt"
     listing.write_text("# every input, one a line\n\n" + "".join(f"{p}\n" for p in sorted(expected)))
@@ -210,7 +254,7 @@ def test_scan_killed_midway_resumes_without_loss_or_duplicates(corpus, ray_addre
         "--out",
         str(out),
         "--ray-address",
-        ray_address,
+        ray_cluster.address,
     ]
     proc = subprocess.Popen(
         [*cmd, *SCAN_OPTS, "--actors", "1"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -225,9 +269,9 @@ def test_scan_killed_midway_resumes_without_loss_or_duplicates(corpus, ray_addre
     with open(out, "ab") as f:  # as if the driver died in the middle of a row
         f.write(b'{"path": "/cut/short.jpg", "kind": "ima')
     killed: list[int] = []  # and in the rerun, one actor is killed midway: Ray Data retries its block
-    killer = threading.Thread(target=_kill_a_worker_after, args=(out, len(before) + 3, killed))
+    killer = threading.Thread(target=_kill_a_worker_after, args=(ray_cluster, out, len(before) + 3, killed))
     killer.start()
-    assert _scan(f"@{listing}", "--out", out) == 0
+    assert _ok(_scan(ray_cluster, f"@{listing}", "--out", out))
     killer.join()
     assert killed
     after = _complete_lines(out)
@@ -235,7 +279,7 @@ def test_scan_killed_midway_resumes_without_loss_or_duplicates(corpus, ray_addre
     _check_complete(_rows(out), expected)
 
 
-def test_scan_parquet_one_row_per_file_and_a_rerun_adds_no_part(corpus, ray_address, tmp_path) -> None:
+def test_scan_parquet_one_row_per_file_and_a_rerun_adds_no_part(corpus, ray_cluster, tmp_path) -> None:
     import pyarrow.parquet as pq
 
     root, expected = corpus
@@ -243,7 +287,7 @@ def test_scan_parquet_one_row_per_file_and_a_rerun_adds_no_part(corpus, ray_addr
         p for p in expected if p.endswith(("/trunc.jpg", "/random.mp4", "/clip0.mp4", "/astro_320.jpg"))
     )
     out = tmp_path / "results.parquet"
-    assert _scan(*some, "--out", out, "--format", "parquet", "--actors", "1") == 0
+    assert _ok(_scan(ray_cluster, *some, "--out", out, "--format", "parquet", "--actors", "1"))
     table = pq.read_table(out)
     assert sorted(table.column("path").to_pylist()) == some
     rows = {Path(r["path"]).name: r for r in table.to_pylist()}
@@ -252,16 +296,14 @@ def test_scan_parquet_one_row_per_file_and_a_rerun_adds_no_part(corpus, ray_addr
         isinstance(rows["clip0.mp4"]["faces"], str) and 1 <= len(json.loads(rows["clip0.mp4"]["frames"])) <= 2
     )
     parts = sorted(out.iterdir())
-    assert _scan(*some, "--out", out, "--format", "parquet") == 0
+    assert _ok(_scan(ray_cluster, *some, "--out", out, "--format", "parquet"))
     assert sorted(out.iterdir()) == parts and not (out / "_journal.jsonl").exists()
 
 
-def test_scan_with_an_unloadable_model_exits_2_and_writes_nothing(
-    corpus, ray_address, tmp_path, capsys
-) -> None:
+def test_scan_with_an_unloadable_model_exits_2_and_writes_nothing(corpus, ray_cluster, tmp_path) -> None:
     out = tmp_path / "r.jsonl"
-    assert _scan(corpus[0] / "noface", "--out", out, "--model", tmp_path / "missing.onnx") == 2
-    assert "missing.onnx: model file not found" in capsys.readouterr().err
+    done = _scan(ray_cluster, corpus[0] / "noface", "--out", out, "--model", tmp_path / "missing.onnx")
+    assert done.returncode == 2 and "missing.onnx: model file not found" in done.stderr, done.stderr
     assert out.read_bytes() == b""
 
 
