@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 import numpy as np
 import pytest
 
+from deepguard.errors import MediaError
 from deepguard.runtime.types import Frame
 from deepguard.serving.batcher import Cancelled, DynamicBatcher
-from deepguard.serving.flow import FrameBudget, StreamFlow
+from deepguard.serving.flow import DeferredFrame, FrameBudget, StreamFlow
 
 
 def _wait_for(pred, timeout: float = 10.0) -> bool:
@@ -177,6 +178,42 @@ def test_live_mode_skips_the_older_waiting_frame_and_answers_in_order() -> None:
     assert [a.future.result() for a in answers if not a.skipped] == ["out0", "out1", "out5"]
     assert budget.bytes == 0 and budget.items == 0
     flow.close()
+
+
+def test_live_deferred_frames_are_decoded_only_when_handed_over_and_never_on_the_finishing_thread() -> None:
+    """A DeferredFrame (a live JPEG) is decoded when it goes to the engine, never when it is skipped; the waiting
+    one a finished frame makes room for is decoded and handed over on the launcher, not the finishing thread."""
+    engine, budget = Engine(), FrameBudget(10**6, 100)
+    decoded: list[tuple[int, str]] = []
+
+    def deferred(i: int, bad: bool = False) -> DeferredFrame:
+        def decode() -> np.ndarray:
+            decoded.append((i, threading.current_thread().name))
+            if bad:
+                raise MediaError(f"frame {i}: corrupt image")
+            return np.zeros(100, np.uint8)
+
+        return DeferredFrame(i, None, 100, decode)
+
+    never = lambda: False  # noqa: E731
+    with ThreadPoolExecutor(1, thread_name_prefix="launcher") as launcher:
+        flow = _flow(engine, budget, live_window=2, launcher=launcher)
+        for i in range(6):  # 0 and 1 go to analysis; 2..5 each replace the one waiting
+            flow.add(deferred(i, bad=i == 5), True, never)
+        me = threading.current_thread().name
+        assert decoded == [(0, me), (1, me)] and flow.skipped == 3
+        assert budget.bytes == 300  # the decoded size is held for the waiting frame too
+        engine.finish(0)  # on this thread: frame 5 starts, and is decoded on the launcher
+        assert _wait_for(lambda: len(decoded) == 3, 10)
+        assert decoded[2][0] == 5 and decoded[2][1].startswith("launcher")
+        engine.finish(1)
+        answers = [flow.next_answer(never, lambda: None) for _ in range(6)]
+        assert [a.skipped for a in answers] == [False, False, True, True, True, False]
+        with pytest.raises(MediaError, match="frame 5: corrupt"):  # its decoding error is its answer
+            answers[5].future.result()
+        assert [i for i, _ in engine.submitted] == [0, 1]
+        assert _wait_for(lambda: budget.bytes == 0 and budget.items == 0, 10)
+        flow.close()
 
 
 def test_lossless_is_the_default_and_never_skips() -> None:
@@ -371,6 +408,42 @@ def test_live_mode_under_2x_overload_keeps_latency_bounded_and_reports_skips() -
         assert last <= 3 * first + 0.5, (first, last)
         assert max(lat) < 5.0, max(lat)
     assert skipped_total > streams * n * 0.2  # about half were skipped at 2x overload
+
+
+def test_live_jpeg_frames_the_server_skips_are_never_decoded(monkeypatch) -> None:
+    """A burst of live JPEG frames: one answer per frame in order, and only the analysed ones were decoded
+    (detection is slowed to 50 ms a run here, so the burst is read far faster than it is analysed)."""
+    import cv2
+
+    from deepguard.client import Client
+    from deepguard.serving import service
+    from tests.server_support import running_server
+
+    decoded: list[str] = []
+    load = service.load_image
+
+    def counted_load(data, name, **kw):
+        decoded.append(name)
+        return load(data, name, **kw)
+
+    monkeypatch.setattr(service, "load_image", counted_load)
+    jpgs = [cv2.imencode(".jpg", f)[1].tobytes() for f in _tiny(40, size=96, seed=3)]
+    with running_server() as srv, Client(f"127.0.0.1:{srv.port}", timeout=SERVER_TIMEOUT) as c:
+        detect = srv.engine.face_detector.detect
+
+        def slow_detect(*a, **kw):
+            time.sleep(0.05)
+            return detect(*a, **kw)
+
+        monkeypatch.setattr(srv.engine.face_detector, "detect", slow_detect)
+        stream = c.stream_frames(jpgs, live=True)
+        got = [(r.frame.index, r.skipped) for r in stream]
+    assert [i for i, _ in got] == list(range(len(jpgs)))
+    analysed = [f"frame {i}" for i, skipped in got if not skipped]
+    assert stream.summary.frames == len(analysed) and stream.summary.frames_skipped == len(jpgs) - len(
+        analysed
+    )
+    assert len(analysed) < len(jpgs) / 2 and sorted(decoded) == sorted(analysed)
 
 
 # --------------------------------------------------------------- 16 x 1000 unpaced, RSS (own process)

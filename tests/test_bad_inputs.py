@@ -586,10 +586,14 @@ def good_frame(**kw) -> pb.Frame:
     return pb.Frame(encoded=tiny_png(), **kw)
 
 
+@pytest.mark.parametrize("live", [False, True], ids=["lossless", "live"])
 @pytest.mark.parametrize(("case", "spec"), _cases(BAD_IMAGES))
-def test_grpc_stream_bad_encoded_frame_after_good_ones(env, case, spec) -> None:
+def test_grpc_stream_bad_encoded_frame_after_good_ones(env, case, spec, live) -> None:
+    """Live frames are decoded only when analysed (their header is read on arrival): a bad one that is analysed
+    gets the same status, naming it, after the earlier frames' results."""
     build, _, problem = spec
-    results, err = _stream(env, [good_frame(), good_frame(), pb.Frame(encoded=build())])
+    frames = [good_frame(live=live), good_frame(live=live), pb.Frame(encoded=build(), live=live)]
+    results, err = _stream(env, frames)
     assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
     assert err.details().startswith("frame 2:") and re.search(problem, err.details()), err.details()
     assert [r.index for r in results] == [0, 1]  # the frames before the bad one got their results

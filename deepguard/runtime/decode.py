@@ -16,6 +16,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -203,14 +204,35 @@ def load_image(
     Raises MediaError naming the file for missing/empty/corrupt/truncated/oversized input.
     """
     label = source_name(src, name)
+    with _opened_image(src, label, max_pixels) as im:
+        im.load()
+        return _to_rgb_array(_apply_exif_orientation(im))
+
+
+def probe_image(
+    src: str | Path | bytes | IO[bytes],
+    name: str | None = None,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[int, int]:
+    """(width, height) of a still image from its header, pixels not decoded; the checks of ``load_image``
+    that need no pixels (empty, unrecognised, too large). Why: a server can size and admit a frame it may
+    never decode (live streams skip most frames)."""
+    label = source_name(src, name)
+    with _opened_image(src, label, max_pixels) as im:
+        return im.size
+
+
+@contextmanager
+def _opened_image(src: Source, label: str, max_pixels: int | None) -> Iterator[Image.Image]:
+    """Pillow's lazily opened image with its size checked; every failure inside becomes a MediaError."""
     opened = _open_source(src, label)
     try:
         with warnings.catch_warnings():
             # Our own max_pixels check below gives the user-facing message; silence Pillow's warning.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            src_im = Image.open(opened)
+            im = Image.open(opened)
             try:
-                im = src_im
                 w, h = im.size
                 if w <= 0 or h <= 0:
                     raise MediaError(f"{label}: image has zero size ({w}x{h})")
@@ -219,11 +241,9 @@ def load_image(
                         f"{label}: image too large ({w}x{h} = {w * h / 1e6:.1f} MP > "
                         f"{max_pixels / 1e6:.1f} MP limit; possible decompression bomb)"
                     )
-                im.load()
-                im = _apply_exif_orientation(im)
-                return _to_rgb_array(im)
+                yield im
             finally:
-                src_im.close()
+                im.close()
     except MediaError:
         raise
     except Image.DecompressionBombError as e:
@@ -568,6 +588,7 @@ __all__ = [
     "iter_video_frames",
     "load_image",
     "media_kind",
+    "probe_image",
     "source_name",
     "video_info",
 ]

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +151,9 @@ class Engine:
         # Every frame of every caller waits here (never fails) before it reaches the detector queue, so the
         # queues cannot overflow and queued pixels have one ceiling (deepguard.serving.flow).
         self.frame_budget = FrameBudget(config.max_queued_bytes, config.max_queue)
+        # Live streams hand a waiting frame to the engine here once a slot frees up (StreamFlow's launcher):
+        # decoding it must not run on the batcher thread that freed the slot.
+        self.launcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="live-launch")
         memory.pin_mmap_threshold()
         self.uploads = threading.BoundedSemaphore(max(1, config.max_uploads))
         self.draining = False
@@ -573,5 +576,6 @@ class Engine:
         return self.draining and time.monotonic() >= self._read_deadline
 
     def close(self) -> None:
+        self.launcher.shutdown(wait=False, cancel_futures=True)
         self.det_batcher.close()
         self.cls_batcher.close()

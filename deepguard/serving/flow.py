@@ -27,8 +27,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+
+import numpy as np
 
 from deepguard.runtime.types import Frame
 from deepguard.serving.batcher import Cancelled
@@ -82,13 +84,33 @@ class FrameBudget:
 
 
 @dataclass(eq=False)
+class DeferredFrame:
+    """A frame whose pixels are decoded only when it is handed to the engine.
+
+    Why: a live stream skips most frames (a camera sends faster than the server analyses), and decoding every
+    JPEG it sends took more of the CPU than analysing the frames it kept. ``nbytes`` is the decoded size, what
+    the budgets hold for it meanwhile; a decoding error is that frame's answer, as it would have been on arrival.
+    """
+
+    index: int
+    time: float | None
+    nbytes: int
+    decode: Callable[[], np.ndarray]
+
+    def load(self) -> Frame:
+        return Frame(self.decode(), self.index, self.time)
+
+
+@dataclass(eq=False)
 class Entry:
     """One answer owed to the client, in stream order: a frame, or the stream's end / error marker."""
 
     index: int = 0
     time: float | None = None
     nbytes: int = 0
-    frame: Frame | None = None  # held only until the frame is handed to the engine (or skipped)
+    frame: Frame | DeferredFrame | None = (
+        None  # held only until the frame is handed to the engine (or skipped)
+    )
     future: Future | None = None  # set when handed to the engine; resolves to a FrameOutcome
     skipped: bool = False  # live mode: a newer frame was analysed instead
     final: object | None = None  # not None: the end of the stream (a sentinel or the exception that ends it)
@@ -102,6 +124,9 @@ class StreamFlow:
 
     ``submit(frame) -> Future`` hands a frame to the engine; it must not block (the budget was acquired before).
     Frames reach ``submit`` in stream order, one call at a time (stream mode tracks them in that order).
+    ``launcher``: where a waiting live frame is handed over (a :class:`DeferredFrame` decoded first) once a slot
+    frees up; inline if None. Why: the thread that frees the slot is an engine batcher's, which must not spend
+    milliseconds decoding, nor wait while this stream's reader decodes the frame it launches.
     """
 
     def __init__(
@@ -113,8 +138,10 @@ class StreamFlow:
         max_bytes: int,
         live_window: int,
         backlog: int,
+        launcher: Executor | None = None,
     ) -> None:
         self._submit = submit
+        self._launcher = launcher
         self._budget = budget
         self.window, self.max_bytes = max(1, window), max(1, max_bytes)
         self.live_window = max(1, min(live_window, self.window))
@@ -140,9 +167,9 @@ class StreamFlow:
                 self._cond.wait(POLL_S)
             return not self._closed
 
-    def add(self, frame: Frame, live: bool, gone: Predicate) -> None:
-        """Admit one decoded frame (waits for this stream's and the global byte budget); Cancelled if gone."""
-        n = int(frame.image.nbytes)
+    def add(self, frame: Frame | DeferredFrame, live: bool, gone: Predicate) -> None:
+        """Admit one frame (waits for this stream's and the global byte budget); Cancelled if gone."""
+        n = frame.nbytes if isinstance(frame, DeferredFrame) else int(frame.image.nbytes)
         if live:
             self._skip_waiting()  # a newer frame is here: the one still waiting is obsolete
         self._reserve(n, gone)
@@ -217,6 +244,8 @@ class StreamFlow:
                     entry = self._started.popleft()
                 frame, entry.frame = entry.frame, None
                 try:
+                    if isinstance(frame, DeferredFrame):
+                        frame = frame.load()
                     fut = self._submit(frame)  # type: ignore[arg-type]
                 except BaseException as e:  # noqa: BLE001 - answered in order through the entry
                     fut = Future()
@@ -237,7 +266,11 @@ class StreamFlow:
                 self._start(nxt)
             self._cond.notify_all()
         self._budget.release(entry.nbytes)
-        if nxt is not None:
+        if nxt is None:
+            return
+        if self._launcher is not None:  # not on this thread: it may wait while the reader decodes its launch
+            self._launcher.submit(self._launch)
+        else:
             self._launch()
 
     # -- writer side ----------------------------------------------------------------------------------------------

@@ -27,12 +27,13 @@ from deepguard.errors import MediaError
 from deepguard.proto import deepguard_pb2 as pb
 from deepguard.proto import deepguard_pb2_grpc as pb_grpc
 from deepguard.runtime import aggregate
+from deepguard.runtime.decode import load_image, media_kind, probe_image
 from deepguard.runtime.types import Frame
 from deepguard.serving import memory, wire
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
 from deepguard.serving.budget import Budget, OverBudget
 from deepguard.serving.engine import Accumulator, Engine, FrameOutcome, ShuttingDown
-from deepguard.serving.flow import Entry, StreamFlow
+from deepguard.serving.flow import DeferredFrame, Entry, StreamFlow
 from deepguard.serving.metrics import Metrics
 from deepguard.serving.stream_scoring import StreamScoring
 
@@ -84,8 +85,6 @@ def _set_rescore_rate(scoring: StreamScoring, rate: float, position: int, label:
 
 def _refuse_image(buf, name: str) -> None:
     """A still image sent to AnalyzeVideo is the client's mistake: say so (FFmpeg would decode it as 1 frame)."""
-    from deepguard.runtime.decode import media_kind
-
     buf.seek(0)
     try:
         kind = media_kind(buf, name=name)
@@ -207,6 +206,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 max_bytes=self.cfg.stream_max_bytes,
                 live_window=self.cfg.live_window,
                 backlog=LIVE_BACKLOG,
+                launcher=self.engine.launcher,
             )
             reader = threading.Thread(
                 target=self._read_stream,
@@ -283,11 +283,10 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                         _set_rescore_rate(scoring, msg.rescore_rate, position, f"frame {index}")
                     if position == 0 and not msg.HasField("time"):
                         scoring.untimed()
-                    image = wire.image_to_rgb(msg, f"frame {index}", self.cfg.max_frame_pixels)
+                    frame = self._frame(msg, index)
                 except Exception as e:  # noqa: BLE001 - a bad frame ends the stream after earlier results
                     flow.finish(e)
                     return
-                frame = Frame(image, index, msg.time if msg.HasField("time") else None)
                 live, msg = msg.live, None  # the message's buffer is not kept while waiting for room
                 flow.add(frame, live, gone)
                 position += 1
@@ -296,6 +295,17 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
         except Exception as e:  # noqa: BLE001 - the request stream itself failed (client gone, transport limit)
             if not gone():
                 flow.finish(e)
+
+    def _frame(self, msg: pb.Frame, index: int) -> Frame | DeferredFrame:
+        """A stream message's frame, checked. A live frame of encoded bytes is only sized from its header here
+        and decoded if it is analysed (StreamFlow skips most live frames); anything else is decoded now."""
+        label, limit = f"frame {index}", self.cfg.max_frame_pixels
+        t = msg.time if msg.HasField("time") else None
+        if msg.live and msg.WhichOneof("content") == "encoded":
+            data = msg.encoded
+            w, h = probe_image(data, label, max_pixels=limit)
+            return DeferredFrame(index, t, w * h * 3, lambda: load_image(data, label, max_pixels=limit))
+        return Frame(wire.image_to_rgb(msg, label, limit), index, t)
 
     def _frame_result(
         self, entry: Entry, out: FrameOutcome | None, running: StreamScoring, thr: float
