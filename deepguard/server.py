@@ -314,7 +314,10 @@ def _limit_args(b, d: ServerConfig) -> None:
         "--queue-mb", type=float, default=d.max_queued_bytes / MiB, help="queued frame bytes, all callers"
     )
     b.add_argument(
-        "--live-window", type=int, default=d.live_window, help="live-mode frames of one stream in analysis"
+        "--live-window",
+        type=int,
+        default=d.live_window,
+        help="live-mode frames in analysis, shared by the open live streams (each gets at least 1)",
     )
     b.add_argument("--max-rpcs", type=int, default=d.max_concurrent_rpcs, help="concurrent calls")
     b.add_argument("--max-uploads", type=int, default=d.max_uploads, help="concurrent video uploads")

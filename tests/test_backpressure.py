@@ -18,7 +18,7 @@ import pytest
 from deepguard.errors import MediaError
 from deepguard.runtime.types import Frame
 from deepguard.serving.batcher import Cancelled, DynamicBatcher
-from deepguard.serving.flow import DeferredFrame, FrameBudget, StreamFlow
+from deepguard.serving.flow import DeferredFrame, FrameBudget, LiveShare, StreamFlow
 
 
 def _wait_for(pred, timeout: float = 10.0) -> bool:
@@ -214,6 +214,31 @@ def test_live_deferred_frames_are_decoded_only_when_handed_over_and_never_on_the
         assert [i for i, _ in engine.submitted] == [0, 1]
         assert _wait_for(lambda: budget.bytes == 0 and budget.items == 0, 10)
         flow.close()
+
+
+def test_live_streams_share_the_live_window() -> None:
+    """--live-window is server-wide: one live camera gets 2 frames in analysis, two get 1 each (at least 1);
+    a stream counts from its first live frame until it closes, and lossless streams do not count."""
+    engine, budget, share = Engine(), FrameBudget(10**6, 100), LiveShare(2)
+    never = lambda: False  # noqa: E731
+    a, b, lossless = (_flow(engine, budget, window=8, live_window=share) for _ in range(3))
+    lossless.add(_frame(100), False, never)
+    for i in range(3):
+        a.add(_frame(i), True, never)
+    assert [i for i, _ in engine.submitted] == [100, 0, 1] and a.live_window() == 2  # alone: 2 in analysis
+    b.add(_frame(10), True, never)
+    assert a.live_window() == b.live_window() == 1 and [i for i, _ in engine.submitted][-1] == 10
+    engine.finish(0)  # a still has frame 1 in analysis: its share is 1 now, so frame 2 keeps waiting
+    assert [i for i, _ in engine.submitted][-1] == 10
+    b.close()
+    assert a.live_window() == 2
+    engine.finish(1)
+    assert [i for i, _ in engine.submitted][-1] == 2
+    for i in (2, 10, 100):
+        engine.finish(i)
+    a.close()
+    lossless.close()
+    assert share.window() == 2 and share._streams == 0
 
 
 def test_lossless_is_the_default_and_never_skips() -> None:

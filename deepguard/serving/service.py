@@ -33,7 +33,7 @@ from deepguard.serving import memory, wire
 from deepguard.serving.batcher import Cancelled, Closed, Overloaded
 from deepguard.serving.budget import Budget, OverBudget
 from deepguard.serving.engine import Accumulator, Engine, FrameOutcome, ShuttingDown
-from deepguard.serving.flow import DeferredFrame, Entry, StreamFlow
+from deepguard.serving.flow import DeferredFrame, Entry, LiveShare, StreamFlow
 from deepguard.serving.metrics import Metrics
 from deepguard.serving.stream_scoring import StreamScoring
 
@@ -100,6 +100,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
         self.metrics = metrics
         self.cfg = engine.config
         self._streams = 0  # open StreamFrames calls (the --max-streams limit)
+        self._live = LiveShare(self.cfg.live_window)  # live frames in analysis, shared by the live streams
         self._streams_lock = threading.Lock()
 
     # -- bookkeeping -----------------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ class DeepGuardService(pb_grpc.DeepGuardServicer):
                 self.engine.frame_budget,
                 window=self.cfg.stream_window,
                 max_bytes=self.cfg.stream_max_bytes,
-                live_window=self.cfg.live_window,
+                live_window=self._live,
                 backlog=LIVE_BACKLOG,
                 launcher=self.engine.launcher,
             )
