@@ -18,8 +18,8 @@ only its own window and holds no budget.
 Live mode (per frame, ``Frame.live``): a camera wants the newest frame analysed, not every frame late. A live
 frame that arrives while its stream already has its share of the live frames in analysis (:class:`LiveShare`)
 waits in one slot; a newer frame replaces it and the older one is answered ``skipped`` in its place, so the
-client still gets one answer per frame, in order. Live streams keep being read (that is how newer frames are seen) up to a
-``backlog`` of unanswered entries (a client that does not read its answers is then paused too).
+client still gets one answer per frame, in order. Live streams keep being read (that is how newer frames are
+seen) up to a ``backlog`` of unanswered entries (a client that does not read its answers is then paused too).
 """
 
 from __future__ import annotations
@@ -136,9 +136,7 @@ class Entry:
     index: int = 0
     time: float | None = None
     nbytes: int = 0
-    frame: Frame | DeferredFrame | None = (
-        None  # held only until the frame is handed to the engine (or skipped)
-    )
+    frame: Frame | DeferredFrame | None = None  # held until handed to the engine (or skipped)
     future: Future | None = None  # set when handed to the engine; resolves to a FrameOutcome
     skipped: bool = False  # live mode: a newer frame was analysed instead
     final: object | None = None  # not None: the end of the stream (a sentinel or the exception that ends it)
@@ -314,9 +312,12 @@ class StreamFlow:
         if nxt is None:
             return
         if self._launcher is not None:  # not on this thread: it may wait while the reader decodes its launch
-            self._launcher.submit(self._launch)
-        else:
-            self._launch()
+            try:
+                self._launcher.submit(self._launch)
+                return
+            except RuntimeError:  # the launcher is shut down (the engine is closing): launch here
+                pass
+        self._launch()
 
     # -- writer side ----------------------------------------------------------------------------------------------
     def next_answer(self, gone: Predicate, idle: Callable[[], object | None]) -> Entry:
