@@ -538,7 +538,9 @@ class Client:
         The server reads the stream only as fast as it analyses it (flow control): a generator that produces
         frames faster is simply asked for the next one later. ``live=True`` (cameras): when the stream falls
         behind, the server analyses the newest frame and answers the older ones ``skipped`` (one result per
-        frame still, in order; ``StreamResult.skipped``), so results stay close to real time.
+        frame still, in order; ``StreamResult.skipped``), so results stay close to real time. Live cameras
+        should send JPEG ``bytes`` (or a ``Frame`` holding them): the server decodes only the frames it analyses,
+        while every raw frame costs its full size on the wire and in the server's parser, skipped or not.
         ``rescore_rate``: stream mode's re-classifications per person per second of video (sent on the first
         frame; default the server's ``--rescore-rate``; 0 = every face of every frame). Faces in between carry
         their person's latest score with ``Face.age`` > 0; frames need ``time`` for it.
