@@ -136,27 +136,29 @@ class RayCluster:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[RayCluster]:
+def ray_cluster(tmp_path_factory) -> Iterator[RayCluster]:
     """A local Ray (2 CPUs) started and owned by a helper process; scans join it as subprocesses.
 
     Why not in pytest's own process: a Ray driver can be ended by Ray itself (its core worker exits the process
-    when it loses its node), and the whole suite twice stopped in CI with exit 1 and no summary right after this
-    module. Here pytest never connects to Ray.
+    when it loses its node), and a CI run of the whole suite ended with exit 1 and no summary during this
+    module's teardown, which was ``ray.shutdown()`` in pytest. Here pytest never connects to Ray.
     """
     pytest.importorskip("ray.data")
     pytest.importorskip("pyarrow")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_RAY],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    address = holder.stdout.readline().strip()
+    log = tmp_path_factory.mktemp("ray") / "holder.log"  # a file, not a pipe nobody drains while tests run
+    with open(log, "w") as err:
+        holder = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_RAY],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+    address = holder.stdout.readline().decode().strip()
     if not address:
         holder.kill()
-        pytest.fail(f"local Ray did not start: {holder.communicate(timeout=60)[1][-3000:]}")
+        holder.wait()
+        pytest.fail(f"local Ray did not start: {log.read_text()[-3000:]}")
     try:
         yield RayCluster(address, holder.pid)
     finally:
