@@ -437,13 +437,13 @@ def rt_jpegs(rt_frames) -> list[bytes]:
     ]
 
 
-@pytest.mark.parametrize("mode", ["lossless", "live", "live-jpeg"])
+@pytest.mark.parametrize("mode", ["lossless", "live", "lossless-jpeg", "live-jpeg"])
 def test_four_realtime_720p_streams(benchmark, perf, bp_server, rt_frames, rt_jpegs, mode: str) -> None:
-    """4 cameras at 25 frames/s of 1280x720 (raw RGB, or JPEG in ``live-jpeg``; timestamped: stream mode) into
+    """4 cameras at 25 frames/s of 1280x720 (raw RGB, or JPEG in ``*-jpeg``; timestamped: stream mode) into
     one ``deepguard serve``: analysed frames/s, latency from capture p50 / p99, frames skipped (live) - the
     targets are p99 <= 100 ms with nothing lost. Results in order per stream are asserted (``_bp_streams``)."""
     _, client = bp_server
-    src = rt_jpegs if mode == "live-jpeg" else rt_frames
+    src = rt_jpegs if mode.endswith("-jpeg") else rt_frames
     per_stream = [src[k * 7 :] + src[: k * 7] for k in range(RT_STREAMS)]  # cameras out of phase
     result: dict = {}
 
