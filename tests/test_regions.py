@@ -117,3 +117,24 @@ def test_full_scans_started_ahead_give_the_same_frames_as_in_turn(group_clip) ->
         for a, b in zip(g, w, strict=True):
             np.testing.assert_array_equal(a.boxes, b.boxes)
     assert not ahead._ahead  # every scan started ahead was used
+
+
+def test_stream_scans_ahead_get_a_detector_of_their_own_that_splits_the_cores(monkeypatch) -> None:
+    """Scans ahead + region search call the detector from two threads: on the CPU with no thread count given,
+    their detector is a second one whose sessions use half the cores each; a thread count given is obeyed."""
+    import os
+
+    from deepguard.runtime.pipeline import Detector
+
+    monkeypatch.delenv("DEEPGUARD_THREADS", raising=False)
+    d = Detector(every_frame=True)
+    split = d._region_scan(ahead=True).detector
+    assert split is not d.face_detector and d._region_scan(ahead=False).detector is d.face_detector
+    want = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert split.session.get_session_options().intra_op_num_threads == want
+    assert d._region_scan(ahead=True).detector is split  # one for every stream of this Detector
+    given = Detector(every_frame=True, threads=2)
+    assert given._region_scan(ahead=True).detector is given.face_detector
+    monkeypatch.setenv("DEEPGUARD_THREADS", "2")
+    env = Detector(every_frame=True)
+    assert env._region_scan(ahead=True).detector is env.face_detector
