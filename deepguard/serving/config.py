@@ -45,9 +45,7 @@ class ServerConfig:
     stream_window: int = 16  # frames of one stream read and not answered before its reads pause
     stream_max_bytes: int = 32 * MiB  # decoded bytes of one stream's frames awaiting analysis
     max_queued_bytes: int = 256 * MiB  # the same over all callers (one stream's first frame always fits)
-    live_window: int = (
-        2  # live frames in analysis, shared by the live streams (>= 1 each); see flow.LiveShare
-    )
+    live_window: int = 2  # live frames in analysis, all live streams (>= 1 each; flow.LiveShare)
     max_streams: int = 32  # concurrent StreamFrames calls; one more is RESOURCE_EXHAUSTED at its start
     max_concurrent_rpcs: int = 64
     max_uploads: int = 8  # concurrent video uploads (gRPC + REST)

@@ -231,8 +231,8 @@ class StreamFlow:
 
     def _join_live(self) -> None:
         """Count this stream among its LiveShare's live streams, from its first live frame until ``close``."""
-        if not isinstance(self._live, LiveShare):
-            return
+        if self._joined or not isinstance(self._live, LiveShare):
+            return  # the common case, every live frame after the first: no lock taken
         with self._cond:
             join = not (self._joined or self._closed)
             self._joined = self._joined or join
