@@ -1,4 +1,5 @@
-"""Training crops are inference crops: ``training_crop`` against the runtime's ``crop_faces``, and the re-crop of files."""
+"""Training crops are inference crops: one function (``crop_faces`` with a ``context``) cuts both, the default model
+carries the context its training used, and the pipeline cuts its crops with it; plus the re-crop of files."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import pytest
 
 from deepguard.runtime.crop import crop_boxes_px, crop_faces
 from deepguard.runtime.types import FaceBoxes
-from deepguard.training.recrop import detect_padded, pick_face, recrop_images, training_crop
+from deepguard.training.recrop import (
+    CONTEXT_MARGIN,
+    INFERENCE_CONTEXT,
+    detect_padded,
+    pick_face,
+    recrop_images,
+)
 
 H, W = 300, 420
 
@@ -37,12 +44,12 @@ def _inside_boxes(rng, n: int, margin: float, dtype) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("margin", [0.0, 0.1, 0.3, 0.45])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_training_crop_is_the_runtime_crop(image, margin, dtype) -> None:
+def test_context_as_wide_as_the_margin_is_the_plain_crop(image, margin, dtype) -> None:
     rng = np.random.default_rng(int(margin * 100) + (dtype is np.float32))
     for box in _inside_boxes(rng, 60, margin, dtype):
         for size in (32, 64, 160):
             want = crop_faces(image, box[None], size, margin)[0]
-            got = training_crop(image, box, size, margin)
+            got = crop_faces(image, box[None], size, margin, context=margin)[0]
             assert got.dtype == np.uint8 and got.shape == (size, size, 3)
             np.testing.assert_array_equal(
                 got, want, err_msg=f"box {box.tolist()} margin {margin} size {size}"
@@ -57,11 +64,11 @@ def test_training_crop_is_the_runtime_crop(image, margin, dtype) -> None:
         [94.67316436767578, 56.866737365722656, 189.4766082763672, 123.89739227294922],
     ],
 )
-def test_training_crop_rounds_float32_boxes_like_the_runtime(box) -> None:
+def test_mirrored_crop_rounds_float32_boxes_like_the_plain_crop(box) -> None:
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (400, 500, 3), np.uint8)
-    b = np.array(box, np.float32)
-    np.testing.assert_array_equal(training_crop(img, b, 64, 0.1), crop_faces(img, b[None], 64, 0.1)[0])
+    b = np.array(box, np.float32)[None]
+    np.testing.assert_array_equal(crop_faces(img, b, 64, 0.1, context=0.1), crop_faces(img, b, 64, 0.1))
 
 
 def test_border_face_is_mirrored_not_clipped(image) -> None:
@@ -72,9 +79,9 @@ def test_border_face_is_mirrored_not_clipped(image) -> None:
     shifted = box + pad
     for size in (48, 160):
         want = crop_faces(mirrored, shifted[None], size)[0]
-        np.testing.assert_array_equal(training_crop(image, box, size), want)
-    # ...whereas the runtime clips, which zooms in: the two differ
-    assert not np.array_equal(training_crop(image, box, 64), crop_faces(image, box[None], 64)[0])
+        np.testing.assert_array_equal(crop_faces(image, box[None], size, context=0.3)[0], want)
+    # ...whereas without a context the crop is clipped, which zooms in: the two differ
+    assert not np.array_equal(crop_faces(image, box[None], 64, context=0.3), crop_faces(image, box[None], 64))
 
 
 @pytest.mark.parametrize("context", [-0.06, 0.0, 0.03, 0.15])
@@ -89,7 +96,7 @@ def test_context_region_is_the_runtime_crop(image, context) -> None:
         a, b = int(cy1 - y1), int(cy2 - y1)  # context rows/cols inside the square
         c, d = int(cx1 - x1), int(cx2 - x1)
         # at the square's own resolution (no resize): the context region is exact and the border is its mirror
-        got = training_crop(image, box, side, margin, context)
+        got = crop_faces(image, box[None], side, margin, context)[0]
         ref = crop_faces(image, box[None], side, margin)[0]
         np.testing.assert_array_equal(got[a:b, c:d], ref[a:b, c:d])
         k = min(a, b - a - 1, 5)
@@ -98,7 +105,7 @@ def test_context_region_is_the_runtime_crop(image, context) -> None:
         assert not np.array_equal(got, ref) or context >= margin
         # resized to a model input: pixels whose resize footprint lies inside the context region are exact
         size = 64
-        got = training_crop(image, box, size, margin, context).astype(int)
+        got = crop_faces(image, box[None], size, margin, context)[0].astype(int)
         ref = crop_faces(image, box[None], size, margin)[0].astype(int)
         s = size / side
         lo_r, hi_r = int(np.ceil(a * s)) + 2, int(np.floor(b * s)) - 2
@@ -120,7 +127,7 @@ def detector():
     return load_detector(None)
 
 
-def test_recrop_images_detects_and_crops_like_training_crop(astronaut, detector) -> None:
+def test_recrop_images_detects_and_crops_with_the_runtime_crop(astronaut, detector) -> None:
     face = astronaut[0:260, 120:360]
     imgs = []
     for scale, (oy, ox) in ((1.0, (0, 0)), (0.6, (40, 30)), (0.8, (10, 60))):  # face crops filling the frame
@@ -134,7 +141,7 @@ def test_recrop_images_detects_and_crops_like_training_crop(astronaut, detector)
     assert found.tolist() == [True, True, True, False]
     assert not crops[3].any()
     for img, box, ctx, crop in zip(imgs[:3], boxes[:3], contexts, crops[:3], strict=False):
-        np.testing.assert_array_equal(crop, training_crop(img, box, 64, 0.3, ctx))
+        np.testing.assert_array_equal(crop, crop_faces(img, box[None], 64, 0.3, ctx)[0])
     # the padded detection is in image pixels: the astronaut's face (≈ x 55-185, y 40-190 in `face`) is inside
     x1, y1, x2, y2 = boxes[0]
     assert 20 < x1 < 110 and 130 < x2 < 220 and 0 < y1 < 110 and 130 < y2 < 230
@@ -157,3 +164,83 @@ def test_detect_padded_boxes_match_plain_detection(astronaut, detector) -> None:
     area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
     assert iw * ih / (area(b0) + area(b1) - iw * ih) > 0.5, (b0, b1)
     assert 150 < centre(b1)[1] < 280 and 160 < centre(b1)[0] < 280
+
+
+def test_default_model_carries_the_training_crop_rule() -> None:
+    """The shipped models store the context inference must keep: the middle of the range training drew from."""
+    from deepguard.convert.metadata import read_metadata
+    from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
+
+    assert CONTEXT_MARGIN[0] < INFERENCE_CONTEXT < CONTEXT_MARGIN[1]
+    for precision in ("fp32", "int8"):
+        assert (
+            float(read_metadata(DEFAULT_DIR / DEFAULT_NAMES[precision])["crop_context"]) == INFERENCE_CONTEXT
+        )
+
+
+def test_pipeline_scores_the_crop_training_used(t1_jpg) -> None:
+    """Every face of the group photo is scored on ``crop_faces(..., context=model's)``, not on a true-context crop
+    (which a model trained on mirrored borders scores differently: the test can tell them apart)."""
+    from deepguard.runtime.decode import load_image
+    from deepguard.runtime.pipeline import Detector
+
+    det = Detector(threads=2)
+    ctx = det.classifier.crop_context
+    assert ctx == INFERENCE_CONTEXT
+    img = load_image(t1_jpg)
+    faces = det.analyze(t1_jpg).faces
+    boxes = np.array([f.box for f in faces], np.float32)
+    size = det.classifier.input_size
+    want = det.classifier.score(crop_faces(img, boxes, size, det.margin, ctx))[0]
+    plain = det.classifier.score(crop_faces(img, boxes, size, det.margin))[0]
+    np.testing.assert_allclose([f.score for f in faces], want, atol=1e-5)
+    assert np.abs(want - plain).max() > 0.05
+
+
+def _reference_mirrored(
+    img: np.ndarray, box: np.ndarray, size: int, margin: float, context: float
+) -> np.ndarray | None:
+    """The training-time construction written out with numpy: context patch, ``np.pad`` reflect, then resize
+    (None when the context square misses the frame)."""
+    from deepguard.runtime.crop import square_boxes
+
+    def px(m: float) -> list[int]:
+        sq = square_boxes(box[None], m)[0].astype(np.float64)
+        x1, y1, side = np.rint(sq[0]), np.rint(sq[1]), max(np.rint(sq[2] - sq[0]), 1.0)
+        return [int(x1), int(y1), int(x1 + side), int(y1 + side)]
+
+    x1, y1, x2, y2 = px(margin)
+    cx1, cy1, cx2, cy2 = px(min(context, margin))
+    cx1, cy1, cx2, cy2 = (
+        max(cx1, x1, 0),
+        max(cy1, y1, 0),
+        min(cx2, x2, img.shape[1]),
+        min(cy2, y2, img.shape[0]),
+    )
+    if cx2 <= cx1 or cy2 <= cy1:
+        return None
+    patch = img[cy1:cy2, cx1:cx2]
+    mode = "reflect" if min(patch.shape[:2]) > 1 else "edge"
+    patch = np.pad(patch, ((cy1 - y1, y2 - cy2), (cx1 - x1, x2 - cx2), (0, 0)), mode=mode)
+    return cv2.resize(
+        patch, (size, size), interpolation=cv2.INTER_AREA if patch.shape[0] >= size else cv2.INTER_LINEAR
+    )
+
+
+def test_mirrored_crop_equals_the_numpy_construction_even_for_slivers() -> None:
+    """Faces at every corner and edge, down to context regions a pixel wide, where the mirror repeats itself."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (40, 60, 3), np.uint8)
+    checked = 0
+    for _ in range(400):
+        w, h = rng.uniform(2, 30, 2)
+        x, y = rng.uniform(-w + 1, 60 - 1), rng.uniform(-h + 1, 40 - 1)
+        box = np.array([x, y, x + w, y + h], np.float32)
+        context = float(rng.uniform(-0.1, 0.3))
+        want = _reference_mirrored(img, box, 24, 0.3, context)
+        if want is None:  # no true pixel to mirror: the clipped crop, as documented
+            want = crop_faces(img, box[None], 24, 0.3)[0]
+        else:
+            checked += 1
+        np.testing.assert_array_equal(crop_faces(img, box[None], 24, 0.3, context)[0], want, err_msg=str(box))
+    assert checked > 300

@@ -151,8 +151,9 @@ def test_context_of_is_seeded_by_file_name() -> None:
 
 def test_load_sources_report_crops_and_cache(data, tmp_path, monkeypatch) -> None:
     import deepguard.training.sources as sources_mod
+    from deepguard.runtime.crop import crop_faces
     from deepguard.runtime.facedet import load_detector
-    from deepguard.training.recrop import detect_padded, pick_face, training_crop
+    from deepguard.training.recrop import detect_padded, pick_face
 
     manifest, extra = data
     cache = tmp_path / "cache"
@@ -173,7 +174,7 @@ def test_load_sources_report_crops_and_cache(data, tmp_path, monkeypatch) -> Non
     for k in (0, n - 1):
         img = cv2.cvtColor(cv2.imread(cs.paths[k]), cv2.COLOR_BGR2RGB)
         (d,) = detect_padded([img], det)
-        want = training_crop(img, d.boxes[pick_face(d)], 48, 0.3, context_of(cs.paths[k]))
+        want = crop_faces(img, d.boxes[pick_face(d)][None], 48, 0.3, context_of(cs.paths[k]))[0]
         np.testing.assert_array_equal(cs.images[k], want)
     assert cs.images.reshape(n, -1).std(axis=1).min() > 5  # real crops, not zero fill
     # the cache: a second call re-crops nothing and returns the same set

@@ -122,6 +122,9 @@ class FaceClassifier:
         self.threshold = float(self.meta.get("threshold", 0.5))
         self.temperature = float(self.meta.get("temperature", 1.0))  # already applied inside the graph
         self.band = model_band(self.meta, self.threshold, self.path)
+        # The crop rule the model was trained with (runtime/crop.py): None = true context over the whole margin.
+        context = self.meta.get("crop_context")
+        self.crop_context = None if context is None else float(context)
         self.name = (
             f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}"
             f"/{self.meta.get('precision', '?')}"

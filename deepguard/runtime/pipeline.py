@@ -236,7 +236,10 @@ class Detector:
         """Detector run for a chunk of frames + the crops of all their faces (concatenated, frame order)."""
         size = self.classifier.input_size
         dets = self.face_detector.detect([f.image for f in frames])
-        crops = [crop_faces(f.image, d.boxes, size, self.margin) for f, d in zip(frames, dets, strict=False)]
+        ctx = self.classifier.crop_context
+        crops = [
+            crop_faces(f.image, d.boxes, size, self.margin, ctx) for f, d in zip(frames, dets, strict=False)
+        ]
         all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         return dets, all_crops
 
@@ -272,7 +275,8 @@ class Detector:
             faces = assemble_faces(f, d, nan, [[] for _ in nan])
             plan, idx = plan_frame(tracker, rescorer, faces, full)
             if idx:
-                probs, members = self.classifier.score(crop_faces(f.image, d.boxes[idx], size, self.margin))
+                crops = crop_faces(f.image, d.boxes[idx], size, self.margin, self.classifier.crop_context)
+                probs, members = self.classifier.score(crops)
                 for j, p, m in zip(
                     idx, probs.tolist(), np.asarray(members, np.float64).tolist(), strict=True
                 ):

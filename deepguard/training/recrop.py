@@ -13,8 +13,10 @@ Clipping (the runtime's rule at frame borders) would then zoom those sources in 
 them would mark them with mirrored borders: either way the framing tells the source, hence the label. So every
 image, of every source, keeps only a thin band of true context (a margin drawn from :data:`CONTEXT_MARGIN`,
 seeded per file) and the rest of the margin square is mirrored from it: the face sits at the inference scale and
-the mirrored border is the same for every source and both classes. For a face whose square fits in the image and
-``context=None`` the pixels are exactly the runtime's crop (tested).
+the mirrored border is the same for every source and both classes. The crop is the runtime's own
+:func:`deepguard.runtime.crop.crop_faces` with that ``context``; inference cuts it with the same function and the
+model's ``crop_context`` (:data:`INFERENCE_CONTEXT`, the middle of the range), so a training crop and an inference
+crop of the same face differ only in how much true context the band keeps.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deepguard.runtime.crop import DEFAULT_MARGIN, crop_faces, square_boxes
+from deepguard.runtime.crop import DEFAULT_MARGIN, crop_faces
 from deepguard.runtime.types import FaceBoxes
 
 
@@ -35,49 +37,11 @@ def pick_face(det: FaceBoxes) -> int | None:
     return int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
 
 
-#: Context kept around the face before mirror padding, as a margin drawn per image from this range (see below).
+#: Context kept around the face before mirror padding, as a margin drawn per image from this range (see above).
 CONTEXT_MARGIN = (-0.06, 0.03)
-
-
-def _square_px(box: np.ndarray, margin: float) -> np.ndarray:
-    """The runtime's integer square (``crop_boxes_px`` rounding) before clipping: x1, y1, x2, y2.
-
-    The square is computed in the box's own dtype, as the runtime does (float32 for detector boxes): rounding a
-    float64 square instead shifts the crop by a pixel for boxes whose corner lies within float32 error of .5.
-    """
-    sq = square_boxes(np.asarray(box).reshape(1, 4), margin)[0].astype(np.float64)
-    x1, y1 = np.rint(sq[0]), np.rint(sq[1])
-    side = max(np.rint(sq[2] - sq[0]), 1.0)
-    return np.array([x1, y1, x1 + side, y1 + side], np.int64)
-
-
-def training_crop(
-    image: np.ndarray,
-    box: np.ndarray,
-    size: int,
-    margin: float = DEFAULT_MARGIN,
-    context: float | None = None,
-) -> np.ndarray:
-    """The runtime crop (:func:`crop_faces`) of ``box``, with pixels outside a ``context`` margin mirrored.
-
-    The square is the runtime's (side ``max(w, h) * (1 + 2 * margin)``). Only the part inside the image and inside
-    the ``context``-margin square (all of it when ``context`` is None) is taken from the image; the rest of the
-    square is filled by mirroring that part. With ``context=None`` and a square inside the image this is exactly
-    ``crop_faces(image, box, size, margin)`` (tested).
-    """
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = _square_px(box, margin)
-    cx1, cy1, cx2, cy2 = _square_px(box, margin if context is None else min(context, margin))
-    cx1, cy1 = max(cx1, x1, 0), max(cy1, y1, 0)
-    cx2, cy2 = min(cx2, x2, w), min(cy2, y2, h)
-    if cx2 <= cx1 or cy2 <= cy1:  # degenerate box: the runtime's clipped crop
-        return crop_faces(image, np.asarray(box).reshape(1, 4), size, margin)[0]
-    patch = image[cy1:cy2, cx1:cx2]
-    pads = ((cy1 - y1, y2 - cy2), (cx1 - x1, x2 - cx2), (0, 0))
-    if any(p for pair in pads[:2] for p in pair):
-        patch = np.pad(patch, pads, mode="reflect" if min(patch.shape[:2]) > 1 else "edge")
-    side = float(x2 - x1)
-    return crop_faces(patch, np.array([[0.0, 0.0, side, side]]), size, margin=0.0)[0]
+#: The context inference crops keep: the middle of the training range, stored in the model as ``crop_context``
+#: (the runtime's crop reads it from there, see :func:`deepguard.runtime.crop.mirrored_crop`).
+INFERENCE_CONTEXT = round(sum(CONTEXT_MARGIN) / 2, 4)
 
 
 #: Black border added on each side before detection, as a fraction of the image's long side (see detect_padded).
@@ -109,7 +73,7 @@ def recrop_images(
     images: Sequence[np.ndarray],
     detector,
     size: int,
-    contexts: Sequence[float] | None = None,
+    contexts: Sequence[float],
     margin: float = DEFAULT_MARGIN,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Detect and crop the main face of each RGB image: ``(crops uint8 (N,S,S,3), found bool (N,), boxes (N,4))``.
@@ -126,10 +90,9 @@ def recrop_images(
         if k is None:
             continue
         boxes[i] = det.boxes[k]
-        ctx = None if contexts is None else float(contexts[i])
-        crops[i] = training_crop(img, det.boxes[k], size, margin, ctx)
+        crops[i] = crop_faces(img, det.boxes[k][None], size, margin, float(contexts[i]))
         found[i] = True
     return crops, found, boxes
 
 
-__all__ = ["CONTEXT_MARGIN", "DETECT_PAD", "detect_padded", "pick_face", "recrop_images", "training_crop"]
+__all__ = ["CONTEXT_MARGIN", "DETECT_PAD", "INFERENCE_CONTEXT", "detect_padded", "pick_face", "recrop_images"]
