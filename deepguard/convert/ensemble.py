@@ -89,7 +89,7 @@ def build_ensemble(
     stem = out / safe_name(name)
     result: dict[str, Any] = {"members": member_paths}
     result.update(
-        _fused_files(loaded, stem, nominal, opset, calibration, precisions, calibration_crops, threshold)
+        fused_files(loaded, stem, nominal, opset, calibration, precisions, calibration_crops, threshold)
     )
     ensemble_meta = {
         **common,
@@ -98,7 +98,7 @@ def build_ensemble(
         "source_sha256": sha256_files(source_files),
         **calibration,
     }
-    _write_fused_metadata(result, ensemble_meta)
+    write_fused_metadata(result, ensemble_meta)
     fp32 = result["fp32"]
 
     # 3. Parity.
@@ -109,7 +109,7 @@ def build_ensemble(
     return result
 
 
-def _write_fused_metadata(files: Mapping[str, Any], meta: dict[str, Any]) -> None:
+def write_fused_metadata(files: Mapping[str, Any], meta: dict[str, Any]) -> None:
     """Every fused file: uint8 NHWC RGB crops in, its own precision named."""
     for precision in ("fp32", "fp16", "int8"):
         if files.get(precision) is not None:
@@ -155,7 +155,7 @@ def _parity(
     return path, report
 
 
-def _fused_files(
+def fused_files(
     loaded: list[tuple[Any, Path, float, str]],
     stem: Path,
     nominal: int,

@@ -419,6 +419,13 @@ def _store_shipped_cut(res: dict, cal_meta: dict[str, float], scores: dict, val:
     return out
 
 
+def int8_calibration_crops(train: CropSet, n: int = 512) -> np.ndarray:
+    """The crops INT8 calibration runs on: ``n`` training crops drawn with seed 0 (all of them when fewer)."""
+    rng = np.random.default_rng(0)
+    k = min(n, len(train.labels))
+    return np.asarray(train.images[np.sort(rng.choice(len(train.labels), k, replace=False))])
+
+
 def _fuse(
     run_dir: Path,
     summaries: dict,
@@ -430,19 +437,19 @@ def _fuse(
 ) -> dict:
     """One ONNX graph per precision from the Keras members, INT8 calibrated on 512 training crops (seed 0)."""
     from deepguard.convert.ensemble import build_ensemble
+    from deepguard.training.recrop import INFERENCE_CONTEXT
 
-    rng = np.random.default_rng(0)
-    calib = np.asarray(train.images[np.sort(rng.choice(len(train.labels), 512, replace=False))])
     return build_ensemble(
         [(summaries[a]["keras"], w, a) for a, w in zip(summaries, weights, strict=True)],
         run_dir / "onnx",
-        calibration_crops=calib,
+        calibration_crops=int8_calibration_crops(train),
         val_crops=np.asarray(val.images),
         val_labels=val.labels,
         metadata={
             "name": MODEL_NAME,
             "version": MODEL_VERSION,
             **cal_meta,  # temperature (baked into the graph), threshold, uncertain_low/high
+            "crop_context": INFERENCE_CONTEXT,  # inference crops follow the training crop rule (runtime/crop.py)
             "training_data": TRAINING_DATA,
             "license": LICENSE,
         },
@@ -465,6 +472,8 @@ def _measured_summary(
     """The summary up to ``real_photos``: weights and calibration, then what was measured on the fused graphs."""
     from sklearn.metrics import roc_auc_score
 
+    from deepguard.training.recrop import INFERENCE_CONTEXT
+
     threshold = cal_meta["threshold"]
     band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
     sc = _scored(res, val, dfdc, threshold, band, scores)
@@ -484,6 +493,7 @@ def _measured_summary(
         "robustness_fp32": robustness["fp32"],
         "self_blend_probe": probe,
         "real_photos": real_photo_scores(res["int8"]),
+        "crop_context": INFERENCE_CONTEXT,
     }
 
 
@@ -509,17 +519,27 @@ def train_default(
     cache_dir: str | Path | None = None,
     sbi_fraction: float = SBI_FRACTION,
 ) -> dict:
-    """The documented one-command recipe: train both members, then fuse/quantise/measure (and install)."""
+    """The documented one-command recipe: train the members, fuse/quantise/measure, re-fit the head on the
+    frozen features (:mod:`deepguard.training.refit`), and install."""
+    from deepguard.training.refit import refit_head
+
     r = train_edge_members(
         data, out_dir, budget_min=budget_min, cache_dir=cache_dir, sbi_fraction=sbi_fraction
     )
-    s = build_default_model(
+    built = build_default_model(
         out_dir,
         data,
         cache_dir=cache_dir,
-        install=install,
         train_seconds=r["total_seconds"],
         sbi_fraction=sbi_fraction,
+    )
+    s = refit_head(
+        built["files"]["fp32"],
+        built,
+        data,
+        Path(out_dir) / "refit",
+        cache_dir=cache_dir or Path(out_dir) / "cache",
+        install=install,
     )
     return {
         "members": {a: m["val_auc"] for a, m in r["members"].items()},
@@ -529,4 +549,5 @@ def train_default(
         "val_auc_int8": s["val"]["int8"]["roc_auc"],
         "train_seconds": r["total_seconds"],
         "build_seconds": s["build_seconds"],
+        "refit_seconds": s["head_refit"]["seconds"],
     }
