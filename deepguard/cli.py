@@ -205,32 +205,6 @@ def cmd_train_default(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_refit_head(args: argparse.Namespace) -> int:
-    from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
-    from deepguard.training.default import DEFAULT_DATA
-    from deepguard.training.refit import refit_head
-
-    model_dir = Path(args.model_dir) if args.model_dir else DEFAULT_DIR
-    fp32, metrics = model_dir / DEFAULT_NAMES["fp32"], model_dir / "metrics.json"
-    for f in (fp32, metrics):
-        if not f.is_file():
-            print(
-                f"deepguard refit-head: {f}: not found (a model folder as installed by train-default)",
-                file=sys.stderr,
-            )
-            return 2
-    s = refit_head(
-        fp32,
-        json.loads(metrics.read_text()),
-        args.data or list(DEFAULT_DATA),
-        args.out,
-        cache_dir=args.cache,
-        install=args.install,
-    )
-    print(json.dumps({"threshold": s["threshold"], "val": s["val"], "head_refit": s["head_refit"]}, indent=2))
-    return 0
-
-
 def cmd_loso(args: argparse.Namespace) -> int:
     from deepguard.training.default import DEFAULT_DATA
     from deepguard.training.loso import format_loso, leave_one_source_out
@@ -263,7 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_import_weights(sub)
     _add_train(sub)
     _add_train_default(sub)
-    _add_refit_head(sub)
     _add_loso(sub)
     _add_convert(sub)
     _add_export_detector(sub)
@@ -397,26 +370,6 @@ def _add_train_default(sub: argparse._SubParsersAction) -> None:
     td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
     td.set_defaults(func=cmd_train_default)
-
-
-def _add_refit_head(sub: argparse._SubParsersAction) -> None:
-    rh = sub.add_parser(
-        "refit-head",
-        help="re-fit a built model's head on its frozen features (group-balanced), rebuild FP32/INT8, measure",
-    )
-    rh.add_argument(
-        "--model-dir", help="folder with deepguard-edge-fp32.onnx and metrics.json (default: installed)"
-    )
-    rh.add_argument(
-        "--data",
-        nargs="+",
-        help="data roots: manifest CSVs (file,label[,source,group,split]) or real/ fake/ folders "
-        "(default: the train-default roots)",
-    )
-    rh.add_argument("--out", default="runs/refit")
-    rh.add_argument("--cache", help="folder for the re-crop / landmark cache (default OUT/cache)")
-    rh.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
-    rh.set_defaults(func=cmd_refit_head)
 
 
 def _add_loso(sub: argparse._SubParsersAction) -> None:

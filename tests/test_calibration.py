@@ -320,6 +320,10 @@ def test_model_card_has_calibration_section(tmp_path):
     assert "| FP32 | 0.1500 |" in text  # share of val faces in the band, per shipped model
     del summary["calibration"]
     assert "## Calibration and verdicts" not in write_model_card(summary, tmp_path / "c2.md").read_text()
+    assert "crop_context" not in text  # a model without the training crop rule says nothing about it...
+    summary["crop_context"] = -0.015
+    text = write_model_card(summary, tmp_path / "c3.md").read_text()
+    assert "true pixels only up to a margin of -0.015 around the face box" in text  # ...one with it states it
 
 
 def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):

@@ -244,3 +244,15 @@ def test_mirrored_crop_equals_the_numpy_construction_even_for_slivers() -> None:
             checked += 1
         np.testing.assert_array_equal(crop_faces(img, box[None], 24, 0.3, context)[0], want, err_msg=str(box))
     assert checked > 300
+
+
+def test_int8_calibration_crops_are_seeded_and_capped() -> None:
+    from deepguard.training.data import CropSet
+    from deepguard.training.default import int8_calibration_crops
+
+    images = np.arange(200)[:, None, None, None].astype(np.uint8) * np.ones((1, 2, 2, 3), np.uint8)
+    cs = CropSet(images, np.zeros(200), ["g"] * 200, ["p"] * 200)
+    a, b = int8_calibration_crops(cs, n=100), int8_calibration_crops(cs, n=100)
+    assert len(a) == 100 and np.array_equal(a, b) and len(np.unique(a[:, 0, 0, 0])) == 100
+    small = CropSet(images[:40], np.zeros(40), ["g"] * 40, ["p"] * 40)
+    assert sorted(int8_calibration_crops(small)[:, 0, 0, 0].tolist()) == list(range(40))

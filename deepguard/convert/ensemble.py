@@ -89,7 +89,7 @@ def build_ensemble(
     stem = out / safe_name(name)
     result: dict[str, Any] = {"members": member_paths}
     result.update(
-        fused_files(loaded, stem, nominal, opset, calibration, precisions, calibration_crops, threshold)
+        _fused_files(loaded, stem, nominal, opset, calibration, precisions, calibration_crops, threshold)
     )
     ensemble_meta = {
         **common,
@@ -98,7 +98,7 @@ def build_ensemble(
         "source_sha256": sha256_files(source_files),
         **calibration,
     }
-    write_fused_metadata(result, ensemble_meta)
+    _write_fused_metadata(result, ensemble_meta)
     fp32 = result["fp32"]
 
     # 3. Parity.
@@ -109,7 +109,7 @@ def build_ensemble(
     return result
 
 
-def write_fused_metadata(files: Mapping[str, Any], meta: dict[str, Any]) -> None:
+def _write_fused_metadata(files: Mapping[str, Any], meta: dict[str, Any]) -> None:
     """Every fused file: uint8 NHWC RGB crops in, its own precision named."""
     for precision in ("fp32", "fp16", "int8"):
         if files.get(precision) is not None:
@@ -155,7 +155,7 @@ def _parity(
     return path, report
 
 
-def fused_files(
+def _fused_files(
     loaded: list[tuple[Any, Path, float, str]],
     stem: Path,
     nominal: int,

@@ -308,22 +308,7 @@ survives as a label cue), Gaussian blur, down/up-scaling, colour jitter, noise, 
 face region; best checkpoint on validation ROC-AUC (patience-based early stopping only with the plateau
 schedule); a wall-clock budget split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
 calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.
-{_refit_text(summary.get("head_refit"))}"""
-
-
-def _refit_text(r: dict | None) -> str:
-    """The head re-fit paragraph ("" for a model whose head was trained with its backbone only)."""
-    if not r:
-        return ""
-    return (
-        "\n**Head re-fit** (`deepguard refit-head`, the recipe's last step; `deepguard/training/head.py`): the "
-        "member's head was then replaced by a logistic regression on its frozen pooled features, fitted on "
-        f"{r['train_faces']:,} training crops and {r['self_blends']:,} self-blends (one per usable real crop), with "
-        f"real and fake weighing half each, self-blends {r['sbi_share']:.0%} of the fake half, and every source "
-        "weighing the same within its part (last-layer re-training, Kirichenko et al., ICLR 2023). It is written "
-        "exactly into the same Dense-ReLU-Dense head; the calibration, cut and band below were fitted again. Time: "
-        f"{_fmt(r.get('seconds'), 0)} s.\n"
-    )
+"""
 
 
 def _probe_text(pr: dict | None) -> str:

@@ -519,27 +519,17 @@ def train_default(
     cache_dir: str | Path | None = None,
     sbi_fraction: float = SBI_FRACTION,
 ) -> dict:
-    """The documented one-command recipe: train the members, fuse/quantise/measure, re-fit the head on the
-    frozen features (:mod:`deepguard.training.refit`), and install."""
-    from deepguard.training.refit import refit_head
-
+    """The documented one-command recipe: train both members, then fuse/quantise/measure (and install)."""
     r = train_edge_members(
         data, out_dir, budget_min=budget_min, cache_dir=cache_dir, sbi_fraction=sbi_fraction
     )
-    built = build_default_model(
+    s = build_default_model(
         out_dir,
         data,
         cache_dir=cache_dir,
+        install=install,
         train_seconds=r["total_seconds"],
         sbi_fraction=sbi_fraction,
-    )
-    s = refit_head(
-        built["files"]["fp32"],
-        built,
-        data,
-        Path(out_dir) / "refit",
-        cache_dir=cache_dir or Path(out_dir) / "cache",
-        install=install,
     )
     return {
         "members": {a: m["val_auc"] for a, m in r["members"].items()},
@@ -549,5 +539,4 @@ def train_default(
         "val_auc_int8": s["val"]["int8"]["roc_auc"],
         "train_seconds": r["total_seconds"],
         "build_seconds": s["build_seconds"],
-        "refit_seconds": s["head_refit"]["seconds"],
     }
