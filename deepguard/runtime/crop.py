@@ -91,9 +91,11 @@ def crop_faces(
     img = frame if frame.dtype == np.uint8 else np.clip(frame, 0, 255).astype(np.uint8)
     boxes = np.asarray(boxes).reshape(-1, 4)
     if context is not None:
+        outer = _square_px(boxes, margin).astype(np.int64)
+        inner = _square_px(boxes, min(context, margin)).astype(np.int64)
         out = np.empty((len(boxes), size, size, 3), np.uint8)
-        for i, box in enumerate(boxes):
-            out[i] = mirrored_crop(img, box, size, margin, context)
+        for i in range(len(boxes)):
+            out[i] = _mirrored(img, boxes[i], size, margin, outer[i], inner[i])
         return out
     h, w = img.shape[:2]
     rects = crop_boxes_px(boxes, w, h, margin)
@@ -119,16 +121,24 @@ def mirrored_crop(img: np.ndarray, box: np.ndarray, size: int, margin: float, co
     frame) is filled by mirroring that part, so the face sits at the same scale in every crop and the border looks
     the same whatever the photo's background or framing. A degenerate box gets the clipped crop.
     """
-    h, w = img.shape[:2]
     box = np.asarray(box).reshape(1, 4)
-    x1, y1, x2, y2 = _square_px(box, margin)[0].astype(np.int64)
-    cx1, cy1, cx2, cy2 = _square_px(box, min(context, margin))[0].astype(np.int64)
-    cx1, cy1 = max(cx1, x1, 0), max(cy1, y1, 0)
-    cx2, cy2 = min(cx2, x2, w), min(cy2, y2, h)
+    outer = _square_px(box, margin)[0].astype(np.int64)
+    inner = _square_px(box, min(context, margin))[0].astype(np.int64)
+    return _mirrored(img, box[0], size, margin, outer, inner)
+
+
+def _mirrored(
+    img: np.ndarray, box: np.ndarray, size: int, margin: float, outer: np.ndarray, inner: np.ndarray
+) -> np.ndarray:
+    """:func:`mirrored_crop` with both integer squares given (computed for all boxes at once by the caller)."""
+    h, w = img.shape[:2]
+    x1, y1, x2, y2 = (int(v) for v in outer)
+    cx1, cy1 = max(int(inner[0]), x1, 0), max(int(inner[1]), y1, 0)
+    cx2, cy2 = min(int(inner[2]), x2, w), min(int(inner[3]), y2, h)
     if cx2 <= cx1 or cy2 <= cy1:
-        return crop_faces(img, box, size, margin)[0]
+        return crop_faces(img, np.asarray(box).reshape(1, 4), size, margin)[0]
     patch = img[cy1:cy2, cx1:cx2]
-    top, bottom, left, right = int(cy1 - y1), int(y2 - cy2), int(cx1 - x1), int(x2 - cx2)
+    top, bottom, left, right = cy1 - y1, y2 - cy2, cx1 - x1, x2 - cx2
     if top or bottom or left or right:  # REFLECT_101 is numpy's "reflect" (the edge pixel is not repeated)
         mode = cv2.BORDER_REFLECT_101 if min(patch.shape[:2]) > 1 else cv2.BORDER_REPLICATE
         patch = cv2.copyMakeBorder(patch, top, bottom, left, right, mode)
