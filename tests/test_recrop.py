@@ -256,3 +256,14 @@ def test_int8_calibration_crops_are_seeded_and_capped() -> None:
     assert len(a) == 100 and np.array_equal(a, b) and len(np.unique(a[:, 0, 0, 0])) == 100
     small = CropSet(images[:40], np.zeros(40), ["g"] * 40, ["p"] * 40)
     assert sorted(int8_calibration_crops(small)[:, 0, 0, 0].tolist()) == list(range(40))
+
+
+@pytest.mark.parametrize("raw", ["abc", "nan", "2", "-0.9"])
+def test_a_bad_crop_context_names_the_model(raw) -> None:
+    from deepguard.errors import ModelError
+    from deepguard.runtime.classify import model_crop_context
+
+    assert model_crop_context({}, "m.onnx") is None
+    assert model_crop_context({"crop_context": "-0.015"}, "m.onnx") == -0.015
+    with pytest.raises(ModelError, match=r"m\.onnx: metadata deepguard\.crop_context"):
+        model_crop_context({"crop_context": raw}, "m.onnx")

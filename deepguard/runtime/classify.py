@@ -84,6 +84,23 @@ def model_band(meta: dict, threshold: float, where: object = "model") -> tuple[f
     return lo, hi
 
 
+def model_crop_context(meta: dict, where) -> float | None:
+    """The crop rule the model was trained with (``deepguard.crop_context``, see runtime/crop.py): the margin of
+    true context its crops keep, the rest mirrored; None (no key) = true context over the whole margin."""
+    raw = meta.get("crop_context")
+    if raw is None:
+        return None
+    try:
+        context = float(raw)
+    except (TypeError, ValueError):
+        context = float("nan")
+    if not -0.5 < context < 1.0:  # also rejects nan
+        raise ModelError(
+            f"{where}: metadata deepguard.crop_context must be a margin in (-0.5, 1), got {raw!r}"
+        )
+    return context
+
+
 class FaceClassifier:
     """The fused ensemble: uint8 (N, S, S, 3) RGB crops -> P(fake) per crop (+ each member's probability)."""
 
@@ -122,9 +139,7 @@ class FaceClassifier:
         self.threshold = float(self.meta.get("threshold", 0.5))
         self.temperature = float(self.meta.get("temperature", 1.0))  # already applied inside the graph
         self.band = model_band(self.meta, self.threshold, self.path)
-        # The crop rule the model was trained with (runtime/crop.py): None = true context over the whole margin.
-        context = self.meta.get("crop_context")
-        self.crop_context = None if context is None else float(context)
+        self.crop_context = model_crop_context(self.meta, self.path)
         self.name = (
             f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}"
             f"/{self.meta.get('precision', '?')}"

@@ -80,7 +80,7 @@ def crop_faces(
     in :func:`crop_boxes_px`. With ``context=None`` squares reaching past the frame are clipped (not padded), so
     border faces get a slightly stretched crop, as the origin project's MTCNN crops did. With a ``context``
     margin, only the true pixels inside the ``context``-margin square (and the frame) are kept and the rest of the
-    ``margin`` square is mirrored from them (:func:`mirrored_crop`): the rule the default model was trained with.
+    ``margin`` square is mirrored from them: the rule the default model was trained with.
     Resizing uses ``cv2.INTER_AREA`` when the crop is at least ``size`` on both axes (anti-aliased shrinking) and
     ``cv2.INTER_LINEAR`` otherwise (enlarging).
     """
@@ -113,24 +113,17 @@ def _resized(patch: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(patch, (size, size), interpolation=interp)
 
 
-def mirrored_crop(img: np.ndarray, box: np.ndarray, size: int, margin: float, context: float) -> np.ndarray:
-    """One face's crop with true pixels only inside the ``context``-margin square, the rest mirrored.
-
-    The outer square is the ``margin`` one (side ``max(w, h) * (1 + 2 * margin)``). The part of it inside the frame
-    and inside the ``context`` square is cut from ``img``; everything else (beyond the context band, or past the
-    frame) is filled by mirroring that part, so the face sits at the same scale in every crop and the border looks
-    the same whatever the photo's background or framing. A degenerate box gets the clipped crop.
-    """
-    box = np.asarray(box).reshape(1, 4)
-    outer = _square_px(box, margin)[0].astype(np.int64)
-    inner = _square_px(box, min(context, margin))[0].astype(np.int64)
-    return _mirrored(img, box[0], size, margin, outer, inner)
-
-
 def _mirrored(
     img: np.ndarray, box: np.ndarray, size: int, margin: float, outer: np.ndarray, inner: np.ndarray
 ) -> np.ndarray:
-    """:func:`mirrored_crop` with both integer squares given (computed for all boxes at once by the caller)."""
+    """One face's crop with true pixels only inside the context square ``inner``, the rest of ``outer`` mirrored.
+
+    ``outer`` is the ``margin`` square (side ``max(w, h) * (1 + 2 * margin)``), ``inner`` the ``context`` one, both
+    integer (:func:`_square_px`, computed for all boxes at once by :func:`crop_faces`). The part of ``outer`` inside
+    the frame and inside ``inner`` is cut from ``img``; everything else (beyond the context band, or past the frame)
+    is filled by mirroring that part, so the face sits at the same scale in every crop and the border looks the same
+    whatever the photo's background or framing. A box whose context square misses the frame gets the clipped crop.
+    """
     h, w = img.shape[:2]
     x1, y1, x2, y2 = (int(v) for v in outer)
     cx1, cy1 = max(int(inner[0]), x1, 0), max(int(inner[1]), y1, 0)
@@ -145,4 +138,4 @@ def _mirrored(
     return _resized(patch, size)
 
 
-__all__ = ["DEFAULT_MARGIN", "crop_boxes_px", "crop_faces", "mirrored_crop", "square_boxes"]
+__all__ = ["DEFAULT_MARGIN", "crop_boxes_px", "crop_faces", "square_boxes"]

@@ -40,7 +40,7 @@ def pick_face(det: FaceBoxes) -> int | None:
 #: Context kept around the face before mirror padding, as a margin drawn per image from this range (see above).
 CONTEXT_MARGIN = (-0.06, 0.03)
 #: The context inference crops keep: the middle of the training range, stored in the model as ``crop_context``
-#: (the runtime's crop reads it from there, see :func:`deepguard.runtime.crop.mirrored_crop`).
+#: (the runtime's crop reads it from there, see :func:`deepguard.runtime.crop.crop_faces`).
 INFERENCE_CONTEXT = round(sum(CONTEXT_MARGIN) / 2, 4)
 
 
