@@ -189,6 +189,25 @@ def test_load_sources_report_crops_and_cache(data, tmp_path, monkeypatch) -> Non
     np.testing.assert_array_equal(cs2.images, cs.images)
 
 
+def test_val_crops_are_cut_as_inference_cuts_them(data, tmp_path) -> None:
+    """Validation crops keep the model's inference context, not a per-file one: val numbers are the runtime's."""
+    from deepguard.runtime.crop import crop_faces
+    from deepguard.runtime.facedet import load_detector
+    from deepguard.training.recrop import INFERENCE_CONTEXT, detect_padded, pick_face
+
+    manifest, extra = data
+    cs, _ = load_sources([manifest, extra], "val", 48, tmp_path)
+    det = load_detector(None)
+    differs = 0
+    for k in range(len(cs.paths)):
+        img = cv2.cvtColor(cv2.imread(cs.paths[k]), cv2.COLOR_BGR2RGB)
+        (d,) = detect_padded([img], det)
+        box = d.boxes[pick_face(d)][None]
+        np.testing.assert_array_equal(cs.images[k], crop_faces(img, box, 48, 0.3, INFERENCE_CONTEXT)[0])
+        differs += not np.array_equal(cs.images[k], crop_faces(img, box, 48, 0.3, context_of(cs.paths[k]))[0])
+    assert differs > 0  # a per-file context would have cut some of them differently
+
+
 def test_load_sources_without_rows_is_an_error(data, tmp_path) -> None:
     manifest, _ = data
     with pytest.raises(MediaError, match="no images"):

@@ -75,9 +75,10 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def recrop_files(
-    paths: Sequence[Path], size: int, detector=None, chunk: int = 64
+    paths: Sequence[Path], size: int, detector=None, chunk: int = 64, context: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-cropped faces ``(N, size, size, 3)`` uint8 and ``found`` (N,) bool for image files (decoded in threads)."""
+    """Re-cropped faces ``(N, size, size, 3)`` uint8 and ``found`` (N,) bool for image files (decoded in threads);
+    each file keeps its own context band (:func:`context_of`), or ``context`` for all when given."""
     from concurrent.futures import ThreadPoolExecutor
 
     from tqdm import tqdm
@@ -94,7 +95,8 @@ def recrop_files(
         for start in range(0, len(paths), chunk):
             part = list(paths[start : start + chunk])
             imgs = list(ex.map(_read_rgb, part))
-            c, f, _ = recrop_images(imgs, detector, size, [context_of(p) for p in part])
+            ctx = [context_of(p) if context is None else context for p in part]
+            c, f, _ = recrop_images(imgs, detector, size, ctx)
             crops[start : start + len(part)], found[start : start + len(part)] = c, f
             bar.update(len(part))
     return crops, found
@@ -103,19 +105,28 @@ def recrop_files(
 def load_sources(
     roots: Sequence[str | Path], split: str | None, size: int, cache_dir: str | Path | None = None
 ) -> tuple[CropSet, dict]:
-    """Re-cropped faces of one split over ``roots`` (faces found only) and a per-source report of what was dropped."""
+    """Re-cropped faces of one split over ``roots`` (faces found only) and a per-source report of what was dropped.
+
+    Training crops keep a context band drawn per file (augmentation that also hides each source's framing);
+    validation crops are cut exactly as inference cuts them (:data:`INFERENCE_CONTEXT`, the model's
+    ``crop_context``), so the threshold rule and every val number hold for what the runtime scores.
+    """
+    from deepguard.training.recrop import INFERENCE_CONTEXT
+
     paths, labels, groups, sources = list_sourced(roots, split)
     if not paths:
         raise MediaError(f"{', '.join(map(str, roots))}: no images found for split {split!r}")
+    context = INFERENCE_CONTEXT if split == "val" else None
+    tag = "" if context is None else f"|context={context}"
     key = hashlib.sha256(
-        ("\n".join(map(str, paths)) + f"|{size}|{CONTEXT_MARGIN}|{DETECT_PAD}").encode()
+        ("\n".join(map(str, paths)) + f"|{size}|{CONTEXT_MARGIN}|{DETECT_PAD}{tag}").encode()
     ).hexdigest()[:16]
     cache = Path(cache_dir) / f"recrop-{split or 'all'}-{size}-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
         crops, found = z["crops"], z["found"]
     else:
-        crops, found = recrop_files(paths, size)
+        crops, found = recrop_files(paths, size, context=context)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
