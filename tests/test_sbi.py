@@ -128,3 +128,7 @@ def test_face_mesh_finds_the_parts_of_a_real_face(mesh_model: Path, astronaut: n
     assert len(list(tmp_path.glob("mesh-*.npz"))) == 1
     b = crop_landmarks(crop[None], tmp_path, "k", mesh_model)
     np.testing.assert_array_equal(a[0], b[0])
+    # the same key with other pixels (the same file cut another way) is another entry, not a stale hit
+    c = crop_landmarks(np.ascontiguousarray(crop[None, :, ::-1]), tmp_path, "k", mesh_model)
+    assert len(list(tmp_path.glob("mesh-*.npz"))) == 2
+    assert not np.allclose(a[0], c[0], atol=1.0)

@@ -76,9 +76,15 @@ class FaceMesh:
 def crop_landmarks(
     images: np.ndarray, cache_dir: str | Path, key: str, mesh_path: str | Path | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Landmarks + face prob for every crop in ``images``, cached in ``cache_dir`` under a key of the crop set."""
+    """Landmarks + face prob for every crop in ``images``, cached in ``cache_dir`` under a key of the crop set.
+
+    The key also hashes a pixel sample (every 8th row and column) of the crops: the same files cut with another
+    rule (e.g. another crop context) are other crops and must not reuse the landmarks.
+    """
     cache_dir = Path(cache_dir)
-    tag = hashlib.sha256(f"{key}|{images.shape}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{key}|{images.shape}".encode())
+    digest.update(np.ascontiguousarray(np.asarray(images)[:, ::8, ::8]).tobytes())
+    tag = digest.hexdigest()[:16]
     cache = cache_dir / f"mesh-{tag}.npz"
     if cache.is_file():
         z = np.load(cache)
