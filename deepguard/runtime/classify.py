@@ -163,6 +163,13 @@ class FaceClassifier:
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
+    def crops(self, image: np.ndarray, boxes: np.ndarray, margin: float) -> np.ndarray:
+        """The model's input crops of ``boxes`` in ``image``: its size and the crop rule it was trained with
+        (``crop_context``), so every caller cuts what the model expects."""
+        from deepguard.runtime.crop import crop_faces
+
+        return crop_faces(image, boxes, self.input_size, margin, self.crop_context)
+
     def score(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (N,) and member probabilities (N, M); batched to bound memory."""
         crops = np.ascontiguousarray(crops, dtype=np.uint8)

@@ -38,7 +38,6 @@ import numpy as np
 from deepguard.errors import DeepGuardError, MediaError
 from deepguard.runtime import aggregate
 from deepguard.runtime.classify import FaceClassifier
-from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, media_kind
 from deepguard.runtime.facedet.regions import SCAN_EVERY, RegionScan
 from deepguard.runtime.stream import RESCORE_RATE, Rescorer, finish_frame, plan_frame
@@ -236,9 +235,8 @@ class Detector:
         """Detector run for a chunk of frames + the crops of all their faces (concatenated, frame order)."""
         size = self.classifier.input_size
         dets = self.face_detector.detect([f.image for f in frames])
-        ctx = self.classifier.crop_context
         crops = [
-            crop_faces(f.image, d.boxes, size, self.margin, ctx) for f, d in zip(frames, dets, strict=False)
+            self.classifier.crops(f.image, d.boxes, self.margin) for f, d in zip(frames, dets, strict=False)
         ]
         all_crops = np.concatenate(crops) if crops else np.zeros((0, size, size, 3), np.uint8)
         return dets, all_crops
@@ -268,15 +266,15 @@ class Detector:
         complete, and in stream mode a frame has a fraction of a face to classify on average, so batching
         across frames would save little.
         """
-        size = self.classifier.input_size
         out = []
         for f, d, full in zip(frames, dets, scanned, strict=True):
             nan = [float("nan")] * len(d)
             faces = assemble_faces(f, d, nan, [[] for _ in nan])
             plan, idx = plan_frame(tracker, rescorer, faces, full)
             if idx:
-                crops = crop_faces(f.image, d.boxes[idx], size, self.margin, self.classifier.crop_context)
-                probs, members = self.classifier.score(crops)
+                probs, members = self.classifier.score(
+                    self.classifier.crops(f.image, d.boxes[idx], self.margin)
+                )
                 for j, p, m in zip(
                     idx, probs.tolist(), np.asarray(members, np.float64).tolist(), strict=True
                 ):

@@ -32,7 +32,6 @@ import numpy as np
 from deepguard import __version__
 from deepguard.errors import MediaError
 from deepguard.runtime import aggregate
-from deepguard.runtime.crop import crop_faces
 from deepguard.runtime.decode import iter_video_frames, load_image, video_info
 from deepguard.runtime.facedet.regions import RegionJob, RegionSchedule, region_faces, region_job
 from deepguard.runtime.pipeline import Detector, assemble_faces
@@ -124,7 +123,6 @@ class Engine:
         self.classifier = detector.classifier
         self.face_detector = detector.face_detector  # load now, not inside the batcher thread
         self.size = self.classifier.input_size
-        self.context = self.classifier.crop_context  # the crop rule the model was trained with
         self.margin = detector.margin
         self.threshold = detector.threshold
         self.band = detector.band  # uncertain band (None: binary verdicts)
@@ -223,7 +221,7 @@ class Engine:
                     out.set_result(self._outcome(frame, boxes, []))
                     self._observe_frame(t0, 0)
                     return
-                crops = crop_faces(frame.image, boxes.boxes, self.size, self.margin, self.context)
+                crops = self.classifier.crops(frame.image, boxes.boxes, self.margin)
                 # force: the frame was admitted through frame_budget, which bounds the crops it can make
                 cf = self.cls_batcher.submit(list(crops), cancelled, key=key, force=True)
                 cf.add_done_callback(lambda g: on_classified(g, boxes))
@@ -318,7 +316,7 @@ class Engine:
                 done.set_result([])
                 on_classified(done)
                 return
-            crops = crop_faces(frame.image, plan.boxes.boxes[idx], self.size, self.margin, self.context)
+            crops = self.classifier.crops(frame.image, plan.boxes.boxes[idx], self.margin)
             cf = self.cls_batcher.submit(list(crops), cancelled, key=key, force=True)
             cf.add_done_callback(on_classified)
         except BaseException as e:  # noqa: BLE001 - surfaced through the future
