@@ -21,6 +21,7 @@ from deepguard.runtime.facedet.blazeface import (
     MODEL_CONFIGS,
     BlazeFaceDetector,
     generate_anchors,
+    halvings,
     iou_matrix,
     tile_pyramid,
     weighted_nms,
@@ -257,6 +258,32 @@ def test_tile_pyramid_covers_frame():
         cover[y0:y1, x0:x1] = True
     assert cover.all()
     assert tile_pyramid(400, 300, 768, min_side=192) == tile_pyramid(400, 300, 768, min_side=192)
+
+
+def test_views_are_halved_before_their_area_resize():
+    """A view shrunk by ~2x or more is cut from a halved frame; what the model sees stays within a few grey
+    levels of the one-step area resize (the reference, computed here with plain OpenCV), views of a frame
+    already near the model size are untouched."""
+    assert [halvings(w, h, nw, nh) for w, h, nw, nh in [(1280, 720, 192, 108), (720, 720, 192, 192)]] == [
+        1,
+        1,
+    ]
+    assert halvings(1920, 1080, 192, 108) == 2 and halvings(224, 224, 192, 192) == 0
+    assert halvings(640, 640, 192, 192) == 0  # one halving would leave 1.67x, under LAST_SHRINK
+    rng = np.random.default_rng(0)
+    smooth = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3)).astype(np.uint8), (0, 0), 3)
+    frame = np.ascontiguousarray(np.clip(smooth.astype(np.int16) * 4 - 384, 0, 255).astype(np.uint8))
+    det = BlazeFaceDetector(threads=1)
+    views = det._views([frame])
+    assert len(views) == 4  # the whole frame and three tiles
+    batch = det._input_batch(len(views))
+    det._fill(batch, [frame], views)
+    for j, v in enumerate(views):
+        ref = cv2.resize(frame[v.y0 : v.y1, v.x0 : v.x1], (v.new_w, v.new_h), interpolation=cv2.INTER_AREA)
+        got = (batch[j, v.pad_y : v.pad_y + v.new_h, v.pad_x : v.pad_x + v.new_w] + 1) * 127.5
+        diff = np.abs(got - ref)
+        assert diff.mean() < 1.5 and diff.max() <= 12, (j, diff.mean(), diff.max())
+        assert not np.allclose(got, ref, atol=0.01)  # the halved path was taken: not bit-equal to one step
 
 
 # -- faces that fill the frame: the zoomed-out view ----------------------------------------------------

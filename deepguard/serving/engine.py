@@ -33,7 +33,13 @@ from deepguard import __version__
 from deepguard.errors import MediaError
 from deepguard.runtime import aggregate
 from deepguard.runtime.decode import iter_video_frames, load_image, video_info
-from deepguard.runtime.facedet.regions import RegionJob, RegionSchedule, region_faces, region_job
+from deepguard.runtime.facedet.regions import (
+    REGION_SCORE,
+    RegionJob,
+    RegionSchedule,
+    region_faces,
+    region_job,
+)
 from deepguard.runtime.pipeline import Detector, assemble_faces
 from deepguard.runtime.track import Tracker
 from deepguard.runtime.types import Analysis, Face, FaceBoxes, Frame, FrameScore
@@ -167,17 +173,21 @@ class Engine:
         An item is ``(image, cancelled)`` or ``(image, cancelled, job)``: a RegionJob (stream mode between full
         scans) is detected through its mosaic views, in the same run as the full frames.
         """
-        views, cancels, spans = [], [], []
+        views, cancels, spans, thresholds = [], [], [], []
         for image, cancelled, *rest in items:
             job: RegionJob | None = rest[0] if rest else None
             vs = [image] if job is None else job.views
             spans.append((len(views), len(vs), job))
             views += vs
             cancels += [cancelled] * len(vs)
+            thresholds += [None if job is None else REGION_SCORE] * len(vs)
+        kwargs: dict = {}
         if getattr(self.face_detector, "supports_cancel", False):
-            found = self.face_detector.detect(views, cancelled=cancels)
-        else:
-            found = self.face_detector.detect(views)
+            kwargs["cancelled"] = cancels
+        if any(job is not None for *_, job in spans):  # region jobs: BlazeFace only
+            full = self.face_detector.score_threshold
+            kwargs["thresholds"] = [full if t is None else t for t in thresholds]
+        found = self.face_detector.detect(views, **kwargs)
         nms = getattr(self.face_detector, "nms_iou", 0.3)
         return [found[a] if job is None else region_faces(job, found[a : a + n], nms) for a, n, job in spans]
 

@@ -4,11 +4,15 @@ where it just was.
 Why: a full scan of a 1280x720 frame is the whole frame plus three tiles through the full-range BlazeFace (the
 tiles find faces too small for one 192 px view of the frame), about 23 ms on one core - the largest cost of a
 stream-mode frame. A face moves little in 40 ms, so on the frames between full scans each face of the previous
-frame is searched for in a square region around its box (:data:`REGION_SCALE` face sizes); four regions share one
-detector view (a 2x2 mosaic), so F faces cost ceil(F / 4) views instead of the full scan's 4
-(:func:`detect_in_regions`). Measured on the benchmark's 720p clip (5.4 faces per frame): 1.7x less detector time
-than a full scan per frame, 98 % of the full scans' faces found (the rest: faces that walk in, found at the next
-scan), box IoU with them 0.92 median.
+frame is searched for in a square region around its box (:data:`REGION_SCALE` face sizes); up to four regions share
+one detector view as a 2x2 mosaic, and five or more as 3x3 mosaics (:func:`mosaic_grid`), so F faces cost one view
+up to nine faces instead of the full scan's 4 (:func:`detect_in_regions`). A view costs the same whatever it holds
+(~6 ms on one core here), so packing nine regions is what pays: on the benchmark's 720p clip (5.4 faces per frame)
+2x2 mosaics needed two views a frame, 3x3 one, at 0.66x the region time, with 97 % (2x2: 98 %) of the next full
+scan's faces found and box IoU with them 0.89 median (the same as 2x2; in a 64 px cell a 2x region holds a 32 px
+face, well inside the full-range model's reach). The short-range model (128 px views, 2x2) was as fast but its
+boxes are ~4 % smaller and shifted by ~5 % of a face (IoU 0.77 median with the full scans'): a box that jumps
+between scan and region frames.
 
 The schedule (:class:`RegionSchedule`, one per stream): a full scan on frames 0, N, 2N, ... of the stream
 (N = :data:`SCAN_EVERY`; 0.2 s at 25 fps: a face that walks in is found within that), on any frame whose predecessor
@@ -44,6 +48,12 @@ SCAN_EVERY = 5
 MAX_GAP_S = 0.1
 #: A region keeps detections whose centre lies within this fraction of its side from where its face was.
 CENTRE_SHARE = 0.25
+#: Score a region's detection needs (a full scan's: 0.5). A region looks for a face known a frame ago, near where it
+#: was, so a weaker detection there is that face, not a new one: the low-score association of trackers such as
+#: ByteTrack. Measured on the benchmark clip with 3x3 mosaics: frames whose regions lost a face (each then pays a
+#: full scan) 10 / 99 at 0.5, 7 at 0.4, 2 at 0.3 (2x2 mosaics at 0.5: 2); faces of the next full scan found 96.8 ->
+#: 97.8 %, region boxes matching none of them 7 -> 10 in 99 frames.
+REGION_SCORE = 0.3
 
 
 def regions_around(boxes: np.ndarray, height: int, width: int, scale: float = REGION_SCALE) -> np.ndarray:
@@ -59,37 +69,56 @@ def regions_around(boxes: np.ndarray, height: int, width: int, scale: float = RE
     return np.round(out).astype(np.int64)
 
 
+def mosaic_grid(faces: int) -> int:
+    """Regions per side of a mosaic view for a frame with ``faces`` known faces: 2 (cells of half the model input)
+    up to four faces, 3 (cells of a third) from five on, so that up to nine faces cost one view."""
+    return 2 if faces <= 4 else 3
+
+
 @dataclass
 class RegionJob:
     """One frame's region search: the regions, where each one's face was, and the mosaic views to detect."""
 
     regions: np.ndarray  # (F, 4) int
     expected: np.ndarray  # (F, 2) face centres in frame pixels
-    views: list[np.ndarray]  # ceil(F / 4) square images of the model's input size
+    views: list[np.ndarray]  # ceil(F / grid**2) square images of the model's input size
     cell: int
     shape: tuple[int, int]  # the frame's (height, width)
+    grid: int = 2  # regions per side of a view
+
+    def place(self, i: int) -> tuple[int, int]:
+        """Region ``i``'s view, and its cell's top-left corner (x, y) in that view."""
+        per = self.grid * self.grid
+        r, c = divmod(i % per, self.grid)
+        return i // per, (c * self.cell, r * self.cell)
 
 
 def region_job(detector, frame: np.ndarray, last_boxes: np.ndarray) -> RegionJob:
-    """The regions around ``last_boxes`` and their 2x2 mosaics (each region resized to half the model input)."""
+    """The regions around ``last_boxes`` and their mosaics (each region resized to one cell of a
+    :func:`mosaic_grid` x :func:`mosaic_grid` grid over the model input; the margin left over is grey)."""
     import cv2
 
     h, w = frame.shape[:2]
     regions = regions_around(last_boxes, h, w)
-    cell = detector.config.input_size // 2
-    views = []
-    for start in range(0, len(regions), 4):
-        m = np.full((2 * cell, 2 * cell, 3), 127, np.uint8)
-        for q, (x0, y0, x1, y1) in enumerate(regions[start : start + 4].tolist()):
-            crop = frame[y0:y1, x0:x1]
-            interp = cv2.INTER_AREA if crop.shape[0] > cell else cv2.INTER_LINEAR
-            r, c = divmod(q, 2)
-            m[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = cv2.resize(
-                crop, (cell, cell), interpolation=interp
-            )
-        views.append(m)
-    expected = (last_boxes[:, :2] + last_boxes[:, 2:]) / 2
-    return RegionJob(regions, np.asarray(expected, np.float64), views, cell, (h, w))
+    size = detector.config.input_size
+    grid = mosaic_grid(len(regions))
+    job = RegionJob(
+        regions,
+        np.asarray((last_boxes[:, :2] + last_boxes[:, 2:]) / 2, np.float64),
+        [],
+        size // grid,
+        (h, w),
+        grid,
+    )
+    cell = job.cell
+    for i, (x0, y0, x1, y1) in enumerate(regions.tolist()):
+        v, (cx, cy) = job.place(i)
+        if v == len(job.views):
+            job.views.append(np.full((size, size, 3), 127, np.uint8))
+        crop = frame[y0:y1, x0:x1]
+        interp = cv2.INTER_AREA if crop.shape[0] > cell else cv2.INTER_LINEAR
+        job.views[v][cy : cy + cell, cx : cx + cell] = cv2.resize(crop, (cell, cell), interpolation=interp)
+    return job
 
 
 def region_faces(job: RegionJob, found: Sequence[FaceBoxes], nms_iou: float) -> FaceBoxes:
@@ -100,12 +129,12 @@ def region_faces(job: RegionJob, found: Sequence[FaceBoxes], nms_iou: float) -> 
     cell = job.cell
     picked = []
     for i, (x0, y0, x1, _y1) in enumerate(job.regions.tolist()):
-        fb = found[i // 4]
+        v, corner = job.place(i)
+        fb = found[v]
         if not len(fb):
             continue
-        r, c = divmod(i % 4, 2)
         scale = (x1 - x0) / cell
-        origin = np.array([c * cell, r * cell], np.float32)
+        origin = np.array(corner, np.float32)
         off = np.array([x0, y0], np.float32)
         want = (job.expected[i] - off) / scale + origin  # where the region's own face was, in the mosaic
         centre = (fb.boxes[:, :2] + fb.boxes[:, 2:]) / 2
@@ -129,12 +158,13 @@ def region_faces(job: RegionJob, found: Sequence[FaceBoxes], nms_iou: float) -> 
 def detect_in_regions(detector, frame: np.ndarray, last_boxes: np.ndarray) -> FaceBoxes:
     """One frame's faces found by ``detector`` (BlazeFace) in the regions around ``last_boxes``.
 
-    Four regions share one detector view: each is resized to half the model's input side and placed in one
-    quadrant, so a frame with F known faces costs ceil(F / 4) views (a full 720p scan: 4) and the boxes come
-    from the same model as the full scans' (no jump in box statistics between scan and region frames).
+    Regions share detector views: each is resized to one cell of a 2x2 or 3x3 grid (:func:`mosaic_grid`), so a
+    frame with up to nine known faces costs one view (a full 720p scan: 4) and the boxes come from the same model
+    as the full scans' (no jump in box statistics between scan and region frames).
     """
     job = region_job(detector, frame, last_boxes)
-    return region_faces(job, detector.detect(job.views), detector.nms_iou)
+    found = detector.detect(job.views, thresholds=[REGION_SCORE] * len(job.views))
+    return region_faces(job, found, detector.nms_iou)
 
 
 def scan_planned(number: int, scan_every: int, time: float | None, previous_time: float | None) -> bool:
@@ -233,11 +263,13 @@ class RegionScan:
 
 __all__ = [
     "REGION_SCALE",
+    "REGION_SCORE",
     "SCAN_EVERY",
     "RegionJob",
     "RegionScan",
     "RegionSchedule",
     "detect_in_regions",
+    "mosaic_grid",
     "region_faces",
     "region_job",
     "regions_around",
