@@ -499,3 +499,73 @@ def test_decompression_bomb_guard(tmp_path):
         load_image(p, max_pixels=10_000)
     assert load_image(p, max_pixels=20_000).shape == (100, 200, 3)
     assert load_image(p, max_pixels=None).shape == (100, 200, 3)
+
+
+# -- JPEGs decoded by OpenCV: the same pixels as Pillow ------------------------------------------------------
+
+
+def _pillow_rgb(data: bytes) -> np.ndarray:
+    """The reference: Pillow's own decode, as load_image did it for every JPEG before."""
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _photo() -> np.ndarray:
+    from skimage import data as skdata
+
+    return np.ascontiguousarray(skdata.astronaut()[::2, ::2])
+
+
+@pytest.mark.parametrize(
+    "save",
+    [
+        {"quality": 90},
+        {"quality": 50, "subsampling": 0},  # 4:4:4
+        {"quality": 75, "subsampling": 1},  # 4:2:2
+        {"quality": 95, "progressive": True},
+        {"quality": 85, "optimize": True},
+    ],
+)
+def test_jpeg_fast_path_gives_pillows_pixels(tmp_path, save):
+    import cv2
+
+    from deepguard.runtime.decode import _jpeg_by_opencv
+
+    if not hasattr(cv2, "IMREAD_COLOR_RGB"):
+        pytest.skip("OpenCV < 4.10: every JPEG goes through Pillow")
+    buf = io.BytesIO()
+    Image.fromarray(_photo()).save(buf, "JPEG", **save)
+    data = buf.getvalue()
+    path = tmp_path / "p.jpg"
+    path.write_bytes(data)
+    with Image.open(io.BytesIO(data)) as im:
+        assert _jpeg_by_opencv(data, im) is not None  # the fast path is the one taken
+    ref = _pillow_rgb(data)
+    for src in (data, path, str(path)):
+        got = load_image(src)
+        assert got.dtype == np.uint8 and got.flags["C_CONTIGUOUS"]
+        assert np.array_equal(got, ref)
+
+
+def test_jpegs_the_fast_path_leaves_to_pillow(tmp_path):
+    from deepguard.runtime.decode import _jpeg_by_opencv
+
+    buf = io.BytesIO()
+    Image.fromarray(_photo()).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    trailing = data + b"appended by a phone"  # data after the end marker
+    grey = io.BytesIO()
+    Image.fromarray(_photo()[..., 0]).save(grey, "JPEG")
+    turned = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(_photo()).save(turned, "JPEG", exif=exif)
+    for src in (trailing, grey.getvalue(), turned.getvalue(), io.BytesIO(data)):
+        raw = src.getvalue() if isinstance(src, io.BytesIO) else src
+        with Image.open(io.BytesIO(raw)) as im:
+            assert _jpeg_by_opencv(src, im) is None
+    assert np.array_equal(load_image(trailing), _pillow_rgb(data))
+    assert load_image(grey.getvalue()).shape == (256, 256, 3)
+    assert load_image(turned.getvalue()).shape == (256, 256, 3)
+    with pytest.raises(MediaError, match=r"cut\.jpg: truncated"):
+        load_image(data[: len(data) // 2], name="cut.jpg")

@@ -205,8 +205,40 @@ def load_image(
     """
     label = source_name(src, name)
     with _opened_image(src, label, max_pixels) as im:
+        rgb = _jpeg_by_opencv(src, im)
+        if rgb is not None:
+            return rgb
         im.load()
         return _to_rgb_array(_apply_exif_orientation(im))
+
+
+def _jpeg_by_opencv(src: Source, im: Image.Image) -> np.ndarray | None:
+    """An upright, complete colour JPEG given as a path or bytes, decoded by OpenCV; None for anything else.
+
+    Why: both decode with libjpeg-turbo and give the same pixels (checked bit for bit on 95 photos and face crops,
+    progressive, 4:4:4 / 4:2:2 / 4:2:0 and Pillow-written files; ``tests/test_decode.py`` holds it to that), but
+    OpenCV writes straight into its array: a 720p JPEG took 4.0 ms against Pillow's 12.0 ms here, on every photo and
+    every JPEG frame a server receives. Pillow still reads the header (format, size, mode, EXIF: the checks above);
+    a turned, grey, CMYK or file-like input, and a file that does not end with the JPEG end marker (truncated, or
+    data after the image), is left to Pillow, whose errors and conversions are the documented ones.
+    """
+    import cv2
+
+    flag = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
+    if flag is None or im.format != "JPEG" or im.mode != "RGB" or _orientation(im) != 1:
+        return None
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        buf = np.frombuffer(src, np.uint8)
+    elif isinstance(src, (str, Path)):
+        buf = np.fromfile(os.fspath(src), np.uint8)
+    else:
+        return None
+    if len(buf) < 4 or buf[-2] != 0xFF or buf[-1] != 0xD9:
+        return None
+    rgb = cv2.imdecode(buf, flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if rgb is None or rgb.shape != (im.height, im.width, 3):
+        return None
+    return rgb
 
 
 def probe_image(
@@ -266,13 +298,22 @@ def _apply_exif_orientation(im: Image.Image) -> Image.Image:
     An image without a turn is returned as it is: ``exif_transpose`` copies it anyway (a 720p frame: 5 ms,
     a third of its decode), and most images - every video frame sent as JPEG - have no turn.
     """
+    if _orientation(im) == 1:
+        return im
     try:
-        if im.getexif().get(ExifTags.Base.Orientation, 1) == 1:
-            return im
         return ImageOps.exif_transpose(im) or im
     except Exception as e:  # noqa: BLE001
         log.debug("ignoring unreadable EXIF orientation: %s", e)
         return im
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright, also for a missing or unreadable EXIF block)."""
+    try:
+        return int(im.getexif().get(ExifTags.Base.Orientation, 1))
+    except Exception as e:  # noqa: BLE001
+        log.debug("ignoring unreadable EXIF orientation: %s", e)
+        return 1
 
 
 def _to_rgb_array(im: Image.Image) -> np.ndarray:
