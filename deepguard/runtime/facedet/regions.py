@@ -10,9 +10,9 @@ up to nine faces instead of the full scan's 4 (:func:`detect_in_regions`). A vie
 (~6 ms on one core here), so packing nine regions is what pays: on the benchmark's 720p clip (5.4 faces per frame)
 2x2 mosaics needed two views a frame, 3x3 one, at 0.66x the region time, with 97.8 % (2x2: 97.9 %) of the next
 full scan's faces found and box IoU with them 0.89 median (the same as 2x2; in a 64 px cell a 2x region holds a
-32 px face, within the full-range model's reach, if at lower scores: hence :data:`REGION_SCORE`). The short-range model (128 px views, 2x2) was as fast but its
-boxes are ~4 % smaller and shifted by ~5 % of a face (IoU 0.77 median with the full scans'): a box that jumps
-between scan and region frames.
+32 px face, within the full-range model's reach, if at lower scores: hence :data:`REGION_SCORE`). The short-range
+model (128 px views, 2x2) was as fast but its boxes are ~4 % smaller and shifted by ~5 % of a face (IoU 0.77 median
+with the full scans'): a box that jumps between scan and region frames.
 
 The schedule (:class:`RegionSchedule`, one per stream): a full scan on frames 0, N, 2N, ... of the stream
 (N = :data:`SCAN_EVERY`; 0.2 s at 25 fps: a face that walks in is found within that), on any frame whose predecessor
