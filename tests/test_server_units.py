@@ -57,6 +57,41 @@ def test_batcher_waits_up_to_max_wait_for_a_fuller_batch() -> None:
         b.close()
 
 
+def test_batcher_workers_run_batches_at_once_and_all_stop_on_close() -> None:
+    """Two workers: a second request runs while the first is still inside ``run`` (one worker would deadlock
+    here: the first batch waits for the second to start), and close() ends both threads."""
+    inside = threading.Barrier(2, timeout=5)
+
+    def run(items: list) -> list:
+        inside.wait()  # both batches must be inside run at the same time
+        return [x + 1 for x in items]
+
+    b = DynamicBatcher("t", run, max_batch=1, max_wait_ms=0, max_queue=10, workers=2)
+    try:
+        f1, f2 = b.submit([1]), b.submit([2])
+        assert f1.result(5) == [2] and f2.result(5) == [3]
+    finally:
+        b.close()
+    assert not any(t.is_alive() for t in b._threads) and len(b._threads) == 2
+    with pytest.raises(ValueError, match="workers"):
+        DynamicBatcher("t", run, workers=0)
+
+
+def test_engine_runs_two_detector_workers_for_blazeface() -> None:
+    from deepguard.runtime.facedet.scrfd import ScrfdDetector
+    from deepguard.runtime.pipeline import Detector
+    from deepguard.serving.config import ServerConfig
+    from deepguard.serving.engine import DETECTOR_WORKERS, Engine
+
+    engine = Engine(Detector(), ServerConfig())
+    try:
+        assert len(engine.det_batcher._threads) == DETECTOR_WORKERS == 2
+        assert len(engine.cls_batcher._threads) == 1
+    finally:
+        engine.close()
+    assert not getattr(ScrfdDetector, "thread_safe", False)  # insightface's detector keeps one worker
+
+
 def test_batcher_bounded_queue_and_oversized_request() -> None:
     gate = threading.Event()
     b = DynamicBatcher("t", lambda xs: (gate.wait(5), xs)[1], max_batch=1, max_wait_ms=0, max_queue=3)

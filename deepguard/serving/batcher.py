@@ -64,7 +64,8 @@ class BatchObserver:
 
 
 class DynamicBatcher:
-    """One worker thread in front of ``run(items) -> results`` (a list, one result per item, same order).
+    """``workers`` threads (default one) in front of ``run(items) -> results`` (a list, one result per item, same
+    order). With more than one, batches run concurrently, so ``run`` must be safe to call from several threads.
 
     ``submit(items)`` returns a Future whose result is the list of results for exactly those items.
     """
@@ -78,9 +79,10 @@ class DynamicBatcher:
         max_wait_ms: float = 5.0,
         max_queue: int = 256,
         observer: BatchObserver | None = None,
+        workers: int = 1,
     ) -> None:
-        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch and max_queue must be >= 1 and max_wait_ms >= 0")
+        if max_batch < 1 or max_queue < 1 or max_wait_ms < 0 or workers < 1:
+            raise ValueError("max_batch, max_queue and workers must be >= 1 and max_wait_ms >= 0")
         self.name = name
         self._run = run
         self.max_batch = int(max_batch)
@@ -91,8 +93,12 @@ class DynamicBatcher:
         self._queued_items = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"batcher-{name}" + (f"-{i}" if i else ""), daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
 
     # -- callers -------------------------------------------------------------------------------------------
     def submit(
@@ -131,11 +137,13 @@ class DynamicBatcher:
         return fut
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Stop taking work, finish what is queued, stop the worker."""
+        """Stop taking work, finish what is queued, stop the workers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            t.join(None if end is None else max(0.0, end - time.monotonic()))
 
     # -- worker ----------------------------------------------------------------------------------------------
     def _peek(self) -> _Request:

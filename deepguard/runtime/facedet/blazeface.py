@@ -368,6 +368,9 @@ class BlazeFaceDetector:
     """
 
     supports_cancel = True  # detect(frames, cancelled=...) skips the remaining views of cancelled frames
+    thread_safe = (
+        True  # detect may run on several threads at once (per-thread input batches, one shared session)
+    )
 
     def __init__(
         self,
