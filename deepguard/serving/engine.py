@@ -185,20 +185,21 @@ class Engine:
         An item is ``(image, cancelled)`` or ``(image, cancelled, job)``: a RegionJob (stream mode between full
         scans) is detected through its mosaic views, in the same run as the full frames.
         """
-        views, cancels, spans, thresholds = [], [], [], []
+        views, cancels, spans = [], [], []
         for image, cancelled, *rest in items:
             job: RegionJob | None = rest[0] if rest else None
             vs = [image] if job is None else job.views
             spans.append((len(views), len(vs), job))
             views += vs
             cancels += [cancelled] * len(vs)
-            thresholds += [None if job is None else REGION_SCORE] * len(vs)
         kwargs: dict = {}
         if getattr(self.face_detector, "supports_cancel", False):
             kwargs["cancelled"] = cancels
         if any(job is not None for *_, job in spans):  # region jobs: BlazeFace only
             full = self.face_detector.score_threshold
-            kwargs["thresholds"] = [full if t is None else t for t in thresholds]
+            kwargs["thresholds"] = [
+                full if job is None else REGION_SCORE for _, n, job in spans for _ in range(n)
+            ]
         found = self.face_detector.detect(views, **kwargs)
         nms = getattr(self.face_detector, "nms_iou", 0.3)
         return [found[a] if job is None else region_faces(job, found[a : a + n], nms) for a, n, job in spans]
