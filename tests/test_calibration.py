@@ -324,6 +324,14 @@ def test_model_card_has_calibration_section(tmp_path):
     summary["crop_context"] = -0.015
     text = write_model_card(summary, tmp_path / "c3.md").read_text()
     assert "true pixels only up to a margin of -0.015 around the face box" in text  # ...one with it states it
+    assert "crop_jpeg_quality" not in text and "re-measured" not in text
+    summary["crop_jpeg_quality"] = 95
+    summary["remeasured"] = {"seconds": 420.0, "why": "crops re-encoded like training crops"}
+    text = write_model_card(summary, tmp_path / "c4.md").read_text()
+    assert "re-encoded as a JPEG at quality 95 before it is scored" in text
+    assert (
+        "re-measured on the shipped graphs without retraining (crops re-encoded like training crops" in text
+    )
 
 
 def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):

@@ -57,7 +57,7 @@ class UnfusedEnsemble:
     """Members as separate sessions; ``score`` mirrors ``FaceClassifier.score`` (weights from the metadata)."""
 
     def __init__(self, fused: str | Path, threads: int | None = 1) -> None:
-        from deepguard.runtime.classify import parse_metadata
+        from deepguard.runtime.classify import model_crop_jpeg, parse_metadata
         from deepguard.runtime.providers import make_session
 
         self.paths = split_members(fused, cache_dir() / "unfused")
@@ -68,10 +68,14 @@ class UnfusedEnsemble:
         )
         self.weights = (w / w.sum()).astype(np.float32)
         self.temperature = float(meta.get("temperature", 1.0))  # the fused graph calibrates its average
+        self.crop_jpeg = model_crop_jpeg(meta, fused)  # ... of re-encoded crops, like FaceClassifier.score
 
     def score(self, crops: np.ndarray) -> np.ndarray:
         from deepguard.convert.calibrate import apply_temperature
+        from deepguard.runtime.crop import jpeg_roundtrip
 
+        if self.crop_jpeg is not None:
+            crops = jpeg_roundtrip(crops, self.crop_jpeg)
         probs = [s.run(None, {"image": crops})[0].reshape(len(crops), -1) for s in self.sessions]
         p = np.concatenate(probs, axis=1) @ self.weights
         return apply_temperature(p, self.temperature).astype(np.float32)

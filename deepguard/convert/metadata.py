@@ -36,6 +36,8 @@ KEY_TYPES: dict[str, str] = {
     "uncertain_low": "float",  # graded verdict: real < low <= uncertain < high <= fake; absent = binary
     "uncertain_high": "float",
     "precision": "str",  # "fp32" / "fp16" / "int8"
+    "crop_context": "float",  # crop rule: true context margin kept, the rest mirrored (runtime/crop.py)
+    "crop_jpeg_quality": "int",  # crops re-encoded as JPEG at this quality before scoring (runtime/crop.py)
     "training_data": "str",
     "source_sha256": "str",
     "created": "str",  # ISO-8601 UTC

@@ -84,6 +84,19 @@ def model_band(meta: dict, threshold: float, where: object = "model") -> tuple[f
     return lo, hi
 
 
+def model_crop_jpeg(meta: dict, where) -> int | None:
+    """The JPEG quality the model's crops are re-encoded at before scoring (``deepguard.crop_jpeg_quality``, see
+    runtime/crop.py: its training crops all ended in a JPEG re-encode); None (no key) = scored as cut."""
+    raw = meta.get("crop_jpeg_quality")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= 100:
+        raise ModelError(
+            f"{where}: metadata deepguard.crop_jpeg_quality must be an integer 1-100, got {raw!r}"
+        )
+    return raw
+
+
 def model_crop_context(meta: dict, where) -> float | None:
     """The crop rule the model was trained with (``deepguard.crop_context``, see runtime/crop.py): the margin of
     true context its crops keep, the rest mirrored; None (no key) = true context over the whole margin."""
@@ -140,6 +153,7 @@ class FaceClassifier:
         self.temperature = float(self.meta.get("temperature", 1.0))  # already applied inside the graph
         self.band = model_band(self.meta, self.threshold, self.path)
         self.crop_context = model_crop_context(self.meta, self.path)
+        self.crop_jpeg = model_crop_jpeg(self.meta, self.path)
         self.name = (
             f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}"
             f"/{self.meta.get('precision', '?')}"
@@ -171,12 +185,20 @@ class FaceClassifier:
         return crop_faces(image, boxes, self.input_size, margin, self.crop_context)
 
     def score(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N,) and member probabilities (N, M); batched to bound memory."""
+        """Probabilities (N,) and member probabilities (N, M); batched to bound memory.
+
+        Crops are first re-encoded at the model's ``crop_jpeg`` quality when it names one (runtime/crop.py says
+        why), here rather than in :meth:`crops` so that every scored crop gets it: cut from media, or read from
+        face-crop files by evaluation."""
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
         if crops.ndim != 4 or crops.shape[-1] != 3:
             raise ValueError(f"crops must be (N, H, W, 3) uint8, got {crops.shape}")
         if len(crops) == 0:
             return np.zeros((0,), np.float32), np.zeros((0, 0), np.float32)
+        if self.crop_jpeg is not None:
+            from deepguard.runtime.crop import jpeg_roundtrip
+
+            crops = jpeg_roundtrip(crops, self.crop_jpeg)
         probs, members = [], []
         for i in range(0, len(crops), self.batch_size):
             res = self._run(crops[i : i + self.batch_size])

@@ -266,16 +266,24 @@ Decision threshold (stored in the metadata, chosen on validation, see "Calibrati
 
 
 def _context_text(summary: dict) -> str:
-    """The crop rule inference follows (metadata ``crop_context``), when the model has one."""
+    """The crop rule inference follows (metadata ``crop_context``, ``crop_jpeg_quality``), when the model has one."""
     ctx = summary.get("crop_context")
     if ctx is None:
         return ""
-    return (
+    text = (
         f", cut like the training crops: true pixels only up to a margin of {ctx:+.3f} around the face box, the rest"
         " of the square mirrored from them (metadata `crop_context`; `deepguard/runtime/crop.py`). Scored on crops"
         " with true background over the whole margin, which it never saw in training, the model rates real faces"
         " higher"
     )
+    quality = summary.get("crop_jpeg_quality")
+    if quality is not None:
+        text += (
+            f". Each crop is then re-encoded as a JPEG at quality {quality} before it is scored (metadata"
+            " `crop_jpeg_quality`), as every training crop ended in a JPEG re-encode: a crop without JPEG's 8x8 blocks"
+            " on its own grid is as unfamiliar to the model, and it rated sharp real photos higher for it"
+        )
+    return text
 
 
 def _recipe_section(summary: dict) -> str:
@@ -307,8 +315,19 @@ zoom 0.85–1.6, shift ±6 %, a final JPEG re-encode of every crop at quality 30
 survives as a label cue), Gaussian blur, down/up-scaling, colour jitter, noise, cut-out of a
 face region; best checkpoint on validation ROC-AUC (patience-based early stopping only with the plateau
 schedule); a wall-clock budget split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
-calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.
+calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.{_remeasured_text(summary)}
 """
+
+
+def _remeasured_text(summary: dict) -> str:
+    """Says so when calibration and measurements were redone on the shipped graphs (training/remeasure.py)."""
+    again = summary.get("remeasured")
+    if not again:
+        return ""
+    return (
+        f" Calibration (temperature, cut, band) and every number below were then re-measured on the shipped graphs"
+        f" without retraining ({again.get('why')}; `python -m deepguard.training.remeasure`, {_fmt(again.get('seconds'), 0)} s)."
+    )
 
 
 def _probe_text(pr: dict | None) -> str:

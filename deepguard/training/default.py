@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from deepguard.models.members import EDGE_HEAD
 from deepguard.training.data import CropSet
+from deepguard.training.recrop import as_scored
 from deepguard.training.sources import load_sources
 from deepguard.training.train import TrainConfig, train_member
 
@@ -91,6 +93,7 @@ def train_edge_members(
         mix_pools(train.labels, train.sources, sbi_fraction if points is not None else 0, valid)
     )
     print(f"[train] batch mix: {json.dumps(shares)}", flush=True)
+    val_scored = replace(val, images=as_scored(val.images))  # checkpoints chosen on what the graph will score
     prep = time.time() - t0
     per_member = (budget_min * 60 - prep) / len(members)
     summaries = {}
@@ -109,7 +112,7 @@ def train_edge_members(
             head=EDGE_HEAD,
             sbi_fraction=sbi_fraction,
         )
-        summaries[arch] = train_member(train, val, out_dir, cfg, points, valid)
+        summaries[arch] = train_member(train, val_scored, out_dir, cfg, points, valid)
         print(
             f"[train] {arch}: val AUC {summaries[arch]['val_auc']:.4f} in {summaries[arch]['train_seconds']:.0f}s",
             flush=True,
@@ -437,7 +440,7 @@ def _fuse(
 ) -> dict:
     """One ONNX graph per precision from the Keras members, INT8 calibrated on 512 training crops (seed 0)."""
     from deepguard.convert.ensemble import build_ensemble
-    from deepguard.training.recrop import INFERENCE_CONTEXT
+    from deepguard.training.recrop import INFERENCE_CONTEXT, INFERENCE_JPEG_QUALITY
 
     return build_ensemble(
         [(summaries[a]["keras"], w, a) for a, w in zip(summaries, weights, strict=True)],
@@ -450,6 +453,7 @@ def _fuse(
             "version": MODEL_VERSION,
             **cal_meta,  # temperature (baked into the graph), threshold, uncertain_low/high
             "crop_context": INFERENCE_CONTEXT,  # inference crops follow the training crop rule (runtime/crop.py)
+            "crop_jpeg_quality": INFERENCE_JPEG_QUALITY,  # ... and are re-encoded like every training crop
             "training_data": TRAINING_DATA,
             "license": LICENSE,
         },
@@ -472,7 +476,7 @@ def _measured_summary(
     """The summary up to ``real_photos``: weights and calibration, then what was measured on the fused graphs."""
     from sklearn.metrics import roc_auc_score
 
-    from deepguard.training.recrop import INFERENCE_CONTEXT
+    from deepguard.training.recrop import INFERENCE_CONTEXT, INFERENCE_JPEG_QUALITY
 
     threshold = cal_meta["threshold"]
     band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
@@ -494,6 +498,7 @@ def _measured_summary(
         "self_blend_probe": probe,
         "real_photos": real_photo_scores(res["int8"]),
         "crop_context": INFERENCE_CONTEXT,
+        "crop_jpeg_quality": INFERENCE_JPEG_QUALITY,
     }
 
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from deepguard.errors import MediaError
 from deepguard.training.data import CropSet
+from deepguard.training.recrop import as_scored
 
 
 def subset(cs: CropSet, keep: np.ndarray) -> CropSet:
@@ -116,13 +118,16 @@ def leave_one_source_out(
             sbi_fraction=sbi,
         )
         pts = (points[keep], valid[keep]) if points is not None else (None, None)
-        summary = train_member(fold_train, fold_val, out_dir / held, cfg, *pts)
+        # scored as the shipped graph scores crops (re-encoded), for the cut and the test alike
+        summary = train_member(
+            fold_train, replace(fold_val, images=as_scored(fold_val.images)), out_dir / held, cfg, *pts
+        )
         import keras
 
         model = keras.models.load_model(summary["keras"])
         val_scores = 1 / (1 + np.exp(-np.load(out_dir / held / f"{arch}.val_logits.npy")))
         cut = false_alarm_cut(val_scores, fold_val.labels, fold_val.sources)
-        scores = 1 / (1 + np.exp(-predict_logits(model, test.images)))
+        scores = 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images))))
         folds[held] = fold_report(scores, test, held, cut)
         folds[held]["train_seconds"] = round(time.time() - t0, 1)
         print(f"[loso] {held}: {json.dumps(folds[held])}", flush=True)
