@@ -301,7 +301,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help="also score each sample under these perturbations (applied before face detection) and print "
         "the AUC under each, e.g. jpeg:50,scale:0.5,blur:1.0 (kinds: jpeg:Q, scale:F, blur:SIGMA, "
-        "noise:SIGMA; chain with +, e.g. scale:0.5+jpeg:70)",
+        "noise:SIGMA, sharpen:A, gamma:G, saturation:F; chain with +, e.g. scale:0.5+jpeg:70)",
     )
     add_runtime_args(e)
     e.set_defaults(func=cmd_evaluate)

@@ -17,6 +17,7 @@ from deepguard.evaluation.perturb import (
     PerturbationError,
     downscale,
     format_robustness,
+    gamma,
     gaussian_blur,
     gaussian_noise,
     jpeg,
@@ -24,6 +25,8 @@ from deepguard.evaluation.perturb import (
     robustness_from_files,
     robustness_rows,
     robustness_table,
+    saturation,
+    sharpen,
 )
 
 
@@ -75,6 +78,9 @@ def test_parse_lenient_forms() -> None:
         ("noise:nan", "noise:nan", "sigma"),
         ("jpeg:50+", "jpeg:50+", "empty step"),
         ("none:3", "none:3", "unknown kind"),
+        ("sharpen:0", "sharpen:0", "0 < A <= 5"),
+        ("gamma:0.1", "gamma:0.1", "0.2 <= G <= 5"),
+        ("saturation:-1", "saturation:-1", "0 <= F <= 2"),
     ],
 )
 def test_parse_errors_name_the_bad_item(spec: str, bad: str, why: str) -> None:
@@ -130,8 +136,46 @@ def test_noise_strength_and_seeding(crop: np.ndarray) -> None:
     assert not np.array_equal(n, other)  # the noise pattern depends on the image
 
 
+def test_sharpen_adds_high_frequencies_and_keeps_flat_areas(crop: np.ndarray) -> None:
+    hf = [_high_freq(crop)] + [_high_freq(sharpen(crop, a)) for a in (0.5, 1.5)]
+    assert hf == sorted(hf) and hf[2] > 2 * hf[0]
+    flat = np.full((32, 32, 3), 90, np.uint8)
+    assert np.array_equal(sharpen(flat, 1.5), flat)  # no edge, nothing to sharpen
+    assert abs(float(sharpen(crop, 1.5).astype(float).mean()) - float(crop.mean())) < 1.5
+
+
+def test_gamma_curve(crop: np.ndarray) -> None:
+    assert np.array_equal(gamma(crop, 1.0), crop)
+    ramp = np.repeat(np.arange(256, dtype=np.uint8)[None, :, None], 3, 2)
+    bright, dark = gamma(ramp, 0.5)[0, :, 0].astype(int), gamma(ramp, 2.0)[0, :, 0].astype(int)
+    assert bright[64] == round(255 * (64 / 255) ** 0.5) and dark[64] == round(255 * (64 / 255) ** 2)
+    assert bright[0] == dark[0] == 0 and bright[255] == dark[255] == 255
+    assert np.all(np.diff(bright) >= 0) and np.all(np.diff(dark) >= 0)  # monotone: tones keep their order
+
+
+def test_saturation_zero_is_grey_and_one_is_near_identity(crop: np.ndarray) -> None:
+    grey = saturation(crop, 0).astype(int)
+    assert np.abs(grey[..., 0] - grey[..., 1]).max() <= 1 and np.abs(grey[..., 1] - grey[..., 2]).max() <= 1
+    assert np.abs(saturation(crop, 1).astype(int) - crop.astype(int)).max() <= 4  # 8-bit HLS round trip
+
+    def chroma(x):
+        return float(np.mean(x.max(-1).astype(int) - x.min(-1)))
+
+    assert chroma(saturation(crop, 1.5)) > chroma(crop) > chroma(saturation(crop, 0.5)) > chroma(grey)
+
+
 @pytest.mark.parametrize(
-    "spec", ["jpeg:50", "scale:0.5", "blur:1.0", "noise:5", "scale:0.7+jpeg:60+blur:0.8"]
+    "spec",
+    [
+        "jpeg:50",
+        "scale:0.5",
+        "blur:1.0",
+        "noise:5",
+        "sharpen:1.5",
+        "gamma:0.7",
+        "saturation:0",
+        "scale:0.7+jpeg:60+blur:0.8",
+    ],
 )
 def test_deterministic_and_input_untouched(crop: np.ndarray, spec: str) -> None:
     (p,) = parse_perturbations(spec)[1:]

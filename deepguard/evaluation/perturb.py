@@ -10,6 +10,10 @@ to a photo). Kinds (values in brackets):
 * ``blur:S``    Gaussian blur with sigma S pixels [> 0];
 * ``noise:S``   additive Gaussian noise with standard deviation S grey levels [> 0], seeded by the image's
   content (deterministic, but not the same noise pattern on every image);
+* ``sharpen:A`` unsharp mask of amount A [0 < A <= 5] over a 1.5 px Gaussian (what phone cameras and photo
+  editors do to real photos: sharpness is also what makes GAN faces stand out);
+* ``gamma:G``   tone curve ``255 * (x / 255) ** G`` [0.2..5]: G < 1 brightens, G > 1 darkens (exposure, grading);
+* ``saturation:F`` colour saturation times F [0..2] in HLS; 0 makes a black-and-white photo;
 * ``none`` / ``clean``: no change. The clean condition is always evaluated first and is the ΔAUC reference.
 
 Every perturbation acts on the decoded RGB uint8 image *before* face detection/cropping, i.e. on what a user's
@@ -86,6 +90,30 @@ def gaussian_noise(img: Image, sigma: float) -> Image:
     return np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
 
 
+def sharpen(img: Image, amount: float) -> Image:
+    """Unsharp mask: ``img + amount * (img - blur(img, 1.5 px))``, rounded and clipped."""
+    import cv2
+
+    x = _check(img).astype(np.float32)
+    soft = cv2.GaussianBlur(x, (0, 0), sigmaX=1.5, sigmaY=1.5)
+    return np.clip(np.rint(x + float(amount) * (x - soft)), 0, 255).astype(np.uint8)
+
+
+def gamma(img: Image, g: float) -> Image:
+    """Tone curve ``255 * (x / 255) ** g`` through a lookup table."""
+    lut = np.clip(np.rint(255.0 * (np.arange(256) / 255.0) ** float(g)), 0, 255).astype(np.uint8)
+    return lut[_check(img)]
+
+
+def saturation(img: Image, factor: float) -> Image:
+    """Saturation times ``factor`` in OpenCV's HLS space (0: grey, the luma kept as HLS lightness)."""
+    import cv2
+
+    hls = cv2.cvtColor(_check(img), cv2.COLOR_RGB2HLS).astype(np.float32)
+    hls[..., 2] = np.clip(hls[..., 2] * float(factor), 0, 255)
+    return cv2.cvtColor(np.rint(hls).astype(np.uint8), cv2.COLOR_HLS2RGB)
+
+
 @dataclass(frozen=True)
 class _Kind:
     fn: Callable[[Image, float], Image]
@@ -100,6 +128,9 @@ KINDS: dict[str, _Kind] = {
     "scale": _Kind(downscale, lambda f: 0 < f <= 1, "a factor 0 < F <= 1", "scale:0.5"),
     "blur": _Kind(gaussian_blur, lambda s: 0 < s <= 100, "a sigma 0 < S <= 100 (pixels)", "blur:1.0"),
     "noise": _Kind(gaussian_noise, lambda s: 0 < s <= 255, "a sigma 0 < S <= 255 (grey levels)", "noise:5"),
+    "sharpen": _Kind(sharpen, lambda a: 0 < a <= 5, "an amount 0 < A <= 5", "sharpen:1.5"),
+    "gamma": _Kind(gamma, lambda g: 0.2 <= g <= 5, "an exponent 0.2 <= G <= 5", "gamma:0.7"),
+    "saturation": _Kind(saturation, lambda f: 0 <= f <= 2, "a factor 0 <= F <= 2 (0: grey)", "saturation:0"),
 }
 _CLEAN_WORDS = frozenset({"none", "clean"})
 
