@@ -235,3 +235,40 @@ def test_evaluate_per_source_with_face_detection(astronaut, tmp_path, capsys) ->
     rows_by = {r["source"]: r for r in m["per_source"]}
     assert [(rows_by[k]["n_real"], rows_by[k]["n_fake"]) for k in ("a", "b", "c")] == [(1, 1), (1, 0), (0, 1)]
     assert rows_by["all"]["n_real"] + rows_by["all"]["n_fake"] == m["levels"]["frame"]["n"] == 4
+
+
+class _ChromaClassifier:
+    """A stand-in model whose P(fake) is a crop's mean chroma / 255: colourful = fake. Conditions then move the
+    scores predictably (grey crops score 0), so the per-condition rows can be checked by hand."""
+
+    input_size = 16
+    threshold = 0.3
+
+    def score(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c = crops.astype(np.float64)
+        p = (c.max(-1) - c.min(-1)).mean((1, 2)) / 255.0
+        return p, p[:, None]
+
+
+def test_per_source_under_scores_every_condition_per_source() -> None:
+    from deepguard.evaluation.by_source import per_source_under
+
+    rng = np.random.default_rng(0)
+    chroma = np.r_[rng.uniform(0, 60, 20), rng.uniform(40, 200, 20), rng.uniform(100, 250, 10)]
+    crops = np.zeros((50, 16, 16, 3), np.uint8)
+    crops[..., 0] = 20
+    crops[..., 1] = (20 + chroma).astype(np.uint8)[:, None, None]
+    crops[..., 2] = 20
+    labels = [0] * 20 + [1] * 20 + [1] * 10
+    sources = ["cam"] * 40 + ["gan"] * 10
+    clf = _ChromaClassifier()
+    out = per_source_under(clf, crops, labels, sources, "saturation:0,gamma:1", batch=7)
+    assert list(out) == ["clean", "saturation:0", "gamma:1"]
+    clean = {r["source"]: r for r in out["clean"]}
+    p = clf.score(crops)[0]
+    assert clean["cam"]["real"]["called_fake"] == pytest.approx(float(np.mean(p[:20] >= 0.3)))
+    assert clean["gan"]["fake_called_fake"] == pytest.approx(float(np.mean(p[40:] >= 0.3)))
+    assert clean["cam"]["auc"] == pytest.approx(roc_auc_score(labels[:40], p[:40]))
+    grey = {r["source"]: r for r in out["saturation:0"]}
+    assert grey["cam"]["real"]["called_fake"] == 0 and grey["gan"]["fake_called_fake"] == 0
+    assert out["gamma:1"] == out["clean"]  # an identity condition changes nothing

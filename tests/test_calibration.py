@@ -360,6 +360,24 @@ def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):
     alpha = rows[0]
     assert f"| alpha | {alpha['n_real']} | {alpha['n_fake']} | {alpha['auc']:.4f} |" in text
     assert "| alpha | 3 | 0 | 0.8123 | 33.3% | - |" in text
+    assert "## Everyday processing" not in text
+    grey = per_source(np.zeros_like(s), y, src, st["threshold"], (st["uncertain_low"], st["uncertain_high"]))
+    summary["processing"] = {"spec": "saturation:0", "rows": {"clean": rows, "saturation:0": grey}}
+    text = write_model_card(summary, tmp_path / "c2.md").read_text()
+    assert (
+        "| condition | ROC-AUC (all) | alpha real → fake | beta real → fake | alpha caught | beta caught |"
+        in text
+    )
+    cells = [_pct(alpha["real"]["called_fake"]), _pct(rows[1]["real"]["called_fake"])]
+    cells += [_pct(alpha["fake_called_fake"]), _pct(rows[1]["fake_called_fake"])]
+    assert f"| clean | {rows[2]['auc']:.4f} | {' | '.join(cells)} |" in text
+    assert (
+        "| saturation:0 | 0.5000 | 0.0% | 0.0% | 0.0% | 0.0% |" in text
+    )  # all scores 0: nothing called fake
+
+
+def _pct(v: float) -> str:
+    return f"{v:.1%}"
 
 
 def test_model_card_states_each_members_schedule(tmp_path):

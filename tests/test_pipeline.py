@@ -39,6 +39,21 @@ def test_astronaut_one_face(det: Detector, astronaut: np.ndarray) -> None:
     assert len(a.faces) == 1 and a.verdict in ("real", "uncertain", "fake")
 
 
+def test_default_model_calls_no_shipped_real_photo_fake() -> None:
+    """Every real photo installed packages ship (the card's out-of-domain check) gets a face and no FAKE verdict.
+
+    The README's promise for its first command; before crops were re-encoded like training crops, the astronaut
+    scored 0.97 (FAKE) and this failed."""
+    from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
+    from deepguard.training.default import real_photo_scores
+
+    scores = real_photo_scores(DEFAULT_DIR / DEFAULT_NAMES["int8"])
+    cut = Detector(model=str(DEFAULT_DIR / DEFAULT_NAMES["int8"])).threshold
+    assert {"insightface t1.jpg", "insightface Tom_Hanks_54745.png", "scikit-image astronaut"} <= set(scores)
+    assert len(scores["insightface t1.jpg"]) == 6 and len(scores["insightface Tom_Hanks_54745.png"]) == 1
+    assert all(s < cut for faces in scores.values() for s in faces), scores
+
+
 def test_no_face_image(det: Detector) -> None:
     a = det.analyze_image(np.zeros((240, 320, 3), np.uint8), "black")
     assert a.verdict == "no_face" and a.score is None and a.faces == []

@@ -87,6 +87,31 @@ def per_source(
     return rows
 
 
+def per_source_under(
+    classifier: Any,
+    crops: np.ndarray,
+    labels: Sequence[int],
+    sources: Sequence[str],
+    spec: str,
+    band: tuple[float, float] | None = None,
+    batch: int = 256,
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`per_source` rows at the classifier's threshold for the clean crops and under each condition of a
+    perturbation ``spec`` (``evaluation/perturb.py``), ``{condition: rows}``.
+
+    Why: media from other sources differs from validation mostly by what cameras, editors and platforms did to
+    it (sharpening, tone curves, black and white, re-compression, small faces); a condition that makes *real*
+    faces of some source score as fake is a false alarm users will meet, which a pooled AUC drop hides."""
+    from deepguard.evaluation.perturb import parse_perturbations, score_crops
+
+    conditions = parse_perturbations(spec)
+    batches = (np.asarray(crops[i : i + batch]) for i in range(0, len(crops), batch))
+    scores = score_crops(classifier, batches, conditions)
+    return {
+        name: per_source(s, labels, sources, float(classifier.threshold), band) for name, s in scores.items()
+    }
+
+
 def format_per_source(rows: Sequence[dict[str, Any]]) -> str:
     """Plain-text table: source, faces, AUC, real faces called fake / uncertain / real, fakes called fake."""
     header = ["source", "real", "fake", "AUC", "real→fake", "real→uncertain", "real→real", "fake→fake"]
@@ -108,4 +133,4 @@ def format_per_source(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(render_table(header, body))
 
 
-__all__ = ["format_per_source", "per_source", "source_auc"]
+__all__ = ["format_per_source", "per_source", "per_source_under", "source_auc"]

@@ -147,6 +147,41 @@ def _by_source_section(summary: dict) -> str:
     return "".join(parts)
 
 
+def _processing_section(proc: dict | None) -> str:
+    """Per-source false alarms and catches under everyday processing (``_processing`` in training/default.py)."""
+    if not proc:
+        return ""
+    by_cond = {c: {r["source"]: r for r in rows} for c, rows in proc["rows"].items()}
+    clean = next(iter(by_cond.values()))
+    named = [s for s in clean if s not in ("all", "real, sources equal")]
+    reals = [s for s in named if clean[s]["n_real"]]
+    fakes = [s for s in named if clean[s]["n_fake"]]
+    head = (
+        ["condition", "ROC-AUC (all)"] + [f"{s} real → fake" for s in reals] + [f"{s} caught" for s in fakes]
+    )
+    body = "\n".join(
+        "| "
+        + " | ".join(
+            [c, _fmt(rows["all"].get("auc"))]
+            + [_pct(rows[s]["real"]["called_fake"]) for s in reals]
+            + [_pct(rows[s]["fake_called_fake"]) for s in fakes]
+        )
+        + " |"
+        for c, rows in by_cond.items()
+    )
+    return (
+        "\n## Everyday processing, per source\n\n"
+        "The validation faces (every source, re-detected and cut like inference), each processed *before* "
+        "scoring the way cameras, editors and platforms process media (`deepguard/evaluation/perturb.py`: "
+        "`jpeg:Q` re-encode, `scale:F` a smaller face upsampled back, `blur:S`, `noise:S`, `sharpen:A` unsharp "
+        "mask, `gamma:G` tone curve, `saturation:0` black and white). INT8, at the shipped threshold: the share "
+        "of each real source's faces called fake, and of each fake source's faces caught. A false alarm that "
+        "one condition raises is one users will meet; a condition that lowers the catches makes the model "
+        "miss fakes rather than accuse real faces.\n\n"
+        f"| {' | '.join(head)} |\n|{'---|' * len(head)}\n{body}\n"
+    )
+
+
 def _loso_section(summary: dict) -> str:
     """Leave-one-source-out table (``deepguard loso``), when it was run."""
     lo = summary.get("loso")
@@ -224,6 +259,7 @@ def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = N
             _loso_section(summary),
             _calibration_section(summary.get("calibration")),
             _robustness_section(_robustness_rows(summary), summary.get("robustness_note")),
+            _processing_section(summary.get("processing")),
             _latency_section(latency),
             _limits_section(summary.get("real_photos") or {}),
         ]

@@ -212,6 +212,10 @@ def per_face_latency(paths: dict, crops: np.ndarray, batch: int = 16, rounds: in
 
 #: The perturbations the model card reports (issue: AUC drop <= 0.03 under each).
 ROBUSTNESS_SPEC = "jpeg:50,scale:0.5,blur:1.0"
+#: What cameras, editors and platforms do to media, for the card's per-source false-alarm table
+#: (``per_source_under``): heavy re-compression, a small face upsampled, soft focus, sensor noise, phone
+#: sharpening, brightened / darkened tones, black and white.
+PROCESSING_SPEC = "jpeg:30,scale:0.35,blur:1.5,noise:6,sharpen:1.5,gamma:0.7,gamma:1.4,saturation:0"
 
 
 def _robustness_and_probe(
@@ -240,23 +244,29 @@ def _robustness_and_probe(
     return rob, probe
 
 
+def _processing(model: Path, val: CropSet, band: tuple[float, float]) -> dict:
+    """Per-source verdict shares of ``model`` on ``val`` under :data:`PROCESSING_SPEC` (INT8: what a CPU runs)."""
+    from deepguard.evaluation.by_source import per_source_under
+    from deepguard.runtime.classify import FaceClassifier
+
+    clf = FaceClassifier(model, providers="cpu", batch_size=64)
+    return {
+        "spec": PROCESSING_SPEC,
+        "rows": per_source_under(clf, val.images, val.labels.astype(int), val.sources, PROCESSING_SPEC, band),
+    }
+
+
 def real_photo_scores(model: str | Path) -> dict[str, list[float]]:
     """Face scores of ``model`` (full pipeline) on real photos shipped by installed packages, for the card.
 
-    Why: DFDC val is one domain of small, compressed video frames; these are sharp, real photographs (insightface's
-    group photo, scikit-image's astronaut), the cheapest out-of-domain false-positive check available offline.
+    Why: DFDC val is one domain of small, compressed video frames; these are real photographs from elsewhere
+    (insightface's group photo and Tom Hanks portrait, matplotlib's Grace Hopper, scikit-image's astronaut), the
+    cheapest out-of-domain false-positive check available offline. A package that is not installed is skipped.
     """
     from deepguard.runtime.pipeline import Detector
 
-    photos = {}
-    try:
-        import insightface
-
-        photos["insightface t1.jpg"] = Path(insightface.__file__).parent / "data/images/t1.jpg"
-    except ImportError:
-        pass
     det = Detector(model=str(model))
-    out = {name: [round(f.score, 3) for f in det.analyze(p).faces] for name, p in photos.items()}
+    out = {name: [round(f.score, 3) for f in det.analyze(p).faces] for name, p in _shipped_photos().items()}
     try:
         from skimage.data import astronaut
 
@@ -264,6 +274,28 @@ def real_photo_scores(model: str | Path) -> dict[str, list[float]]:
     except (ImportError, AttributeError):
         pass
     return out
+
+
+def _shipped_photos() -> dict[str, Path]:
+    """Real photos with faces inside installed packages (insightface's other images are mask textures)."""
+    photos = {}
+    try:
+        import insightface
+
+        images = Path(insightface.__file__).parent / "data/images"
+        photos["insightface t1.jpg"] = images / "t1.jpg"
+        photos["insightface Tom_Hanks_54745.png"] = images / "Tom_Hanks_54745.png"
+    except ImportError:
+        pass
+    try:
+        import matplotlib
+
+        photos["matplotlib grace_hopper.jpg"] = (
+            Path(matplotlib.get_data_path()) / "sample_data/grace_hopper.jpg"
+        )
+    except ImportError:
+        pass
+    return {name: path for name, path in photos.items() if path.is_file()}
 
 
 def _schedule(member: dict) -> dict:
@@ -482,6 +514,7 @@ def _measured_summary(
     band = (cal_meta["uncertain_low"], cal_meta["uncertain_high"])
     sc = _scored(res, val, dfdc, threshold, band, scores)
     robustness, probe = _robustness_and_probe(res, dfdc or val, val, cache_dir, threshold)
+    processing = _processing(res["int8"], val, band)
     return {
         "weights": dict(zip(members["members"], weights, strict=True)),
         "threshold": threshold,
@@ -496,6 +529,7 @@ def _measured_summary(
         "robustness": robustness["int8"],
         "robustness_fp32": robustness["fp32"],
         "self_blend_probe": probe,
+        "processing": processing,
         "real_photos": real_photo_scores(res["int8"]),
         "crop_context": INFERENCE_CONTEXT,
         "crop_jpeg_quality": INFERENCE_JPEG_QUALITY,

@@ -9,7 +9,10 @@ probabilities from the FP32 graph's ``member_probs`` instead of the Keras member
 parity, |Δlogit| <= 1e-4), and rewrites the temperature inside both graphs, their metadata, ``metrics.json`` and
 the card. The weights are untouched.
 
-    python -m deepguard.training.remeasure [--data MANIFEST ...] [--cache runs/cache]
+    python -m deepguard.training.remeasure [--data MANIFEST ...] [--cache runs/cache] [--loso runs/loso/loso.json]
+
+``--loso`` puts a leave-one-source-out run (``deepguard loso``) on the card, as ``train-default`` does with
+``RUN/loso/loso.json``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def set_temperature(path: Path, temperature: float) -> None:
 
 
 def remeasure_default(
-    data: Sequence[str | Path] = DEFAULT_DATA, cache_dir: str | Path = "runs/cache"
+    data: Sequence[str | Path] = DEFAULT_DATA,
+    cache_dir: str | Path = "runs/cache",
+    loso: str | Path | None = None,
 ) -> dict:
     """Calibrate the installed FP32/INT8 default on val as the runtime scores it, then re-measure and re-card."""
     from deepguard.convert.calibrate import calibrate
@@ -55,6 +60,8 @@ def remeasure_default(
     t0 = time.time()
     cache_dir = Path(cache_dir)
     old = json.loads((DEFAULT_DIR / "metrics.json").read_text())
+    if loso:
+        old["loso"] = json.loads(Path(loso).read_text())
     res = {p: DEFAULT_DIR / DEFAULT_NAMES[p] for p in ("fp32", "int8")}
     res["report"] = json.loads((DEFAULT_DIR / "parity.json").read_text())
     val, _ = load_sources(data, "val", int(old["recipe"]["input_size"]), cache_dir)
@@ -108,8 +115,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", default=list(DEFAULT_DATA))
     ap.add_argument("--cache", default="runs/cache")
+    ap.add_argument("--loso", help="a `deepguard loso` result (loso.json) for the card")
     args = ap.parse_args(argv)
-    s = remeasure_default(args.data, args.cache)
+    s = remeasure_default(args.data, args.cache, args.loso)
     print(
         json.dumps(
             {"calibration": s["calibration"]["stored"], "by_source_int8": s["by_source"]["int8"]}, indent=1
