@@ -234,45 +234,69 @@ class _Replay:
     Each attempt first sends what earlier attempts had taken from the source, then reads on; an attempt whose
     call has ended stops reading (so no request goes to a dead call only). Once the call has started
     (``commit``) nothing more is kept; a stream that kept more than ``limit`` bytes is no longer retryable.
+
+    The source (the caller's generator: a camera, or a generator waiting on something) may block. It is read
+    under its own lock, never under the state lock, so a retry can start while a failed attempt's gRPC thread
+    is still blocked in it; what that thread reads then goes to the current attempt.
     """
 
     def __init__(self, requests: Iterable, limit: int = REPLAY_MAX_BYTES) -> None:
         self._source = iter(requests)
-        self._kept: list | None = []
+        self._items: list = []  # read from the source; from position ``_base`` on
+        self._base = 0
+        self._retryable = True
+        self._ended = False
         self._bytes = 0
         self._limit = limit
         self._attempt = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state above
+        self._reading = threading.Lock()  # one reader of the source at a time
 
     @property
     def retryable(self) -> bool:
-        return self._kept is not None
+        return self._retryable
 
     def commit(self) -> None:
-        self._kept = None  # no lock: a reader blocked on a slow source must not delay the first result
+        self._retryable = False  # no lock: a reader blocked on a slow source must not delay the first result
 
     def attempt(self) -> Iterator:
         with self._lock:
             self._attempt += 1
-            return self._requests(self._attempt, list(self._kept or ()))
+            return self._requests(self._attempt)
 
-    def _requests(self, attempt: int, again: list) -> Iterator:
-        yield from again
+    def _requests(self, attempt: int) -> Iterator:
+        pos = 0
+        while (item := self._take(attempt, pos)) is not _END:
+            pos += 1
+            yield item
+
+    def _take(self, attempt: int, pos: int):
+        """The source's item at ``pos`` for ``attempt``; _END once the source ended or the attempt is stale."""
         while True:
             with self._lock:
                 if attempt != self._attempt:
-                    return
+                    return _END
+                if pos < self._base + len(self._items):
+                    item = self._items[pos - self._base]
+                    if not self._retryable:  # it will not be sent again: let it go
+                        del self._items[: pos + 1 - self._base]
+                        self._base = pos + 1
+                    return item
+                if self._ended:
+                    return _END
+            with self._reading:
+                with self._lock:
+                    if attempt != self._attempt or pos < self._base + len(self._items):
+                        continue  # stale, or another attempt's reader got it meanwhile
                 item = next(self._source, _END)
-                if item is _END:
-                    return
-                kept = self._kept
-                if kept is not None:
-                    self._bytes += item.ByteSize()
-                    if self._bytes > self._limit:
-                        self._kept = None
-                    else:
-                        kept.append(item)
-            yield item
+                with self._lock:
+                    if item is _END:
+                        self._ended = True
+                        continue
+                    self._items.append(item)
+                    if self._retryable:
+                        self._bytes += item.ByteSize()
+                        self._retryable = self._bytes <= self._limit
 
 
 class _Call:

@@ -88,6 +88,62 @@ def _both_ready(client: Client, servers, method: str = "GetModelInfo") -> bool:
     return _wait_for(lambda: client.model_info() and all(_calls(s, method) for s in servers), 30)
 
 
+class _Msg:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def ByteSize(self) -> int:  # noqa: N802 - protobuf's name
+        return 10
+
+
+def test_retry_starts_while_the_failed_try_is_blocked_in_the_callers_generator() -> None:
+    """A failed try's gRPC thread can be blocked inside the caller's generator (waiting for the next frame)
+    when the retry starts: the retry must replay what was taken and get the next item, not wait on that thread
+    (it used to: CI saw a stream end DEADLINE_EXCEEDED after 120 s instead of reaching the other replica)."""
+    from deepguard.client import _Replay
+
+    go = threading.Event()
+
+    def source():
+        yield _Msg("a")
+        yield _Msg("b")
+        go.wait(10)
+        yield _Msg("c")
+
+    replay = _Replay(source())
+    first, stale = replay.attempt(), []
+    t1 = threading.Thread(target=lambda: stale.extend(m.name for m in first), daemon=True)
+    t1.start()
+    deadline = time.monotonic() + 5
+    while len(stale) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stale == ["a", "b"]  # and t1 now waits inside the generator
+    got: list[str] = []
+    t2 = threading.Thread(target=lambda: got.extend(m.name for m in replay.attempt()), daemon=True)
+    t2.start()
+    deadline = time.monotonic() + 5
+    while len(got) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == ["a", "b"]  # replayed at once, though t1 is still blocked in the source
+    go.set()
+    t1.join(5)
+    t2.join(5)
+    assert not t1.is_alive() and not t2.is_alive()
+    assert got == ["a", "b", "c"] and stale == ["a", "b"]  # the item t1 read went to the live attempt
+    assert replay.retryable
+    replay.commit()
+    assert not replay.retryable
+
+
+def test_replay_stops_keeping_past_its_limit_and_sends_everything_once() -> None:
+    from deepguard.client import _Replay
+
+    replay = _Replay((_Msg(str(i)) for i in range(5)), limit=25)
+    assert [m.name for m in replay.attempt()] == ["0", "1", "2", "3", "4"]
+    assert not replay.retryable  # 50 bytes read: over the limit, so no retry will be offered
+    assert replay._items == []  # nothing kept once no retry can use it
+
+
 def test_stream_retried_elsewhere_only_before_its_first_result(pair) -> None:
     a, b = pair
     frames = sample_frames(200)[:5]
