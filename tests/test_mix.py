@@ -246,3 +246,34 @@ def test_batches_do_not_tell_the_class_by_jpeg_quality(jpeg_set) -> None:
     assert (y == 0).sum() > 150 and (y == 1).sum() > 150
     for f in ESTIMATORS:
         assert _ks(x, y, f) < 0.2, f.__name__
+
+
+def _is_grey(img: np.ndarray) -> bool:
+    c = img.astype(np.int16)
+    return int(np.abs(c[..., 0] - c[..., 1]).max()) <= 2 and int(np.abs(c[..., 1] - c[..., 2]).max()) <= 2
+
+
+def test_black_and_white_is_not_a_real_only_cue(jpeg_set) -> None:
+    """Real photo sources hold B/W portraits (Unsplash: 20 %) and no fake source does; training must show grey
+    fakes too, or "grey" becomes evidence of "real" (v8 called 49 % of desaturated fakes real)."""
+    pytest.importorskip("tensorflow")
+    from deepguard.training.augment import AugmentConfig
+    from deepguard.training.train import TrainConfig
+
+    imgs = np.asarray(jpeg_set.images).copy()
+    real = np.flatnonzero(jpeg_set.labels == 0)
+    grey_real = real[::3]  # a third of the real crops are B/W photos, as stored
+    imgs[grey_real] = cv2.cvtColor(
+        cv2.cvtColor(imgs[grey_real].reshape(-1, SIZE, 3), cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB
+    ).reshape(imgs[grey_real].shape)
+    cs = CropSet(imgs, jpeg_set.labels, jpeg_set.groups, jpeg_set.paths, jpeg_set.sources)
+    cfg = TrainConfig(input_size=SIZE, batch_size=50, seed=5)
+    # negative control: without augmentation every grey crop is real
+    x, y = _batches(cs, replace(cfg, augment=False), 4)
+    grey = np.array([_is_grey(im) for im in x])
+    assert grey[y == 0].mean() > 0.15 and grey[y == 1].sum() == 0
+    # the training pipeline desaturates crops of both classes (p_grey), so a grey crop can be fake
+    x, y = _batches(cs, cfg, 8)
+    grey = np.array([_is_grey(im) for im in x])
+    p = AugmentConfig().p_grey
+    assert p > 0 and 0.4 * p < grey[y == 1].mean() < 2.0 * p

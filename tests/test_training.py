@@ -73,7 +73,9 @@ def test_identity_augment_is_identity() -> None:
         p_blur=0.0,
         p_downscale=0.0,
         p_color=0.0,
+        p_grey=0.0,
         p_noise=0.0,
+        p_cutout=0.0,
     )
     np.testing.assert_allclose(augment(img, cfg).numpy(), img.numpy().astype(np.float32), atol=1e-3)
 

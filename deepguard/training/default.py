@@ -538,6 +538,8 @@ def _measured_summary(
 
 def _recipe(data: Sequence[str | Path], sbi_fraction: float | None, input_size: int, summaries: dict) -> dict:
     """How the model was made: data roots, self-blend share, crop and backbone sizes, each member's schedule."""
+    from deepguard.training.augment import AugmentConfig
+
     return {
         "data": [str(d) for d in data],
         "sbi_fraction": sbi_fraction,
@@ -546,6 +548,7 @@ def _recipe(data: Sequence[str | Path], sbi_fraction: float | None, input_size: 
             a: m.get("config", {}).get("backbone_size") or input_size for a, m in summaries.items()
         },
         "schedule": {a: _schedule(m) for a, m in summaries.items()},
+        "p_grey": AugmentConfig().p_grey,  # absent in models built before it existed (the card says so)
     }
 
 
