@@ -371,9 +371,18 @@ def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):
     cells = [_pct(alpha["real"]["called_fake"]), _pct(rows[1]["real"]["called_fake"])]
     cells += [_pct(alpha["fake_called_fake"]), _pct(rows[1]["fake_called_fake"])]
     assert f"| clean | {rows[2]['auc']:.4f} | {' | '.join(cells)} |" in text
+    assert "| saturation:0 | 0.5000 | 0.0% | 0.0% | 0.0% | 0.0% |" in text  # all scores 0: none called fake
+    caught = f"{rows[2]['fake_called_fake']:.0%}"  # the limit line rounds to whole percent
     assert (
-        "| saturation:0 | 0.5000 | 0.0% | 0.0% | 0.0% | 0.0% |" in text
-    )  # all scores 0: nothing called fake
+        f"- Black-and-white media: 0% of the val fakes are caught once desaturated ({caught} in colour)"
+        in text
+    )
+    assert "to this model grey looks real" in text  # no p_grey in the recipe
+    summary["recipe"] = {"p_grey": 0.1}
+    text = write_model_card(summary, tmp_path / "c3.md").read_text()
+    assert "Black-and-white media" in text and "grey looks real" not in text
+    del summary["processing"]
+    assert "Black-and-white media" not in write_model_card(summary, tmp_path / "c4.md").read_text()
 
 
 def _pct(v: float) -> str:
@@ -397,8 +406,11 @@ def test_model_card_states_each_members_schedule(tmp_path):
     assert (
         "a: Adam peak 0.0005, linear warm-up then cosine decay" in text and "13 epochs of 300 steps" in text
     )
+    assert "black and white" not in text  # a recipe without the B/W augmentation (v8) is not said to have it
     summary["recipe"]["schedule"]["a"] = {**sched, "schedule": "plateau"}
-    assert "halved on a validation plateau" in write_model_card(summary, tmp_path / "c2.md").read_text()
+    summary["recipe"]["p_grey"] = 0.1
+    text = write_model_card(summary, tmp_path / "c2.md").read_text()
+    assert "halved on a validation plateau" in text and "colour jitter, black and white (10% of crops" in text
 
 
 def test_shipped_cut_holds_the_false_alarm_rule_on_every_graph():

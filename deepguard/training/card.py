@@ -182,6 +182,16 @@ def _processing_section(proc: dict | None) -> str:
     )
 
 
+def _grey_text(recipe: dict) -> str:
+    """The black-and-white augmentation, when the recipe had it (models before 2026-12-07 did not)."""
+    p = recipe.get("p_grey")
+    return (
+        f" black and white ({p:.0%} of crops, both classes: real photo sources hold B/W portraits),"
+        if p
+        else ""
+    )
+
+
 def _loso_section(summary: dict) -> str:
     """Leave-one-source-out table (``deepguard loso``), when it was run."""
     lo = summary.get("loso")
@@ -261,7 +271,7 @@ def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = N
             _robustness_section(_robustness_rows(summary), summary.get("robustness_note")),
             _processing_section(summary.get("processing")),
             _latency_section(latency),
-            _limits_section(summary.get("real_photos") or {}),
+            _limits_section(summary.get("real_photos") or {}, summary),
         ]
     )
     out = Path(out)
@@ -348,7 +358,7 @@ shifted copy of the face is blended back through a 468-point face-mesh hull mask
 elastically deformed and blurred, with a random blend ratio - so the model learns blending boundaries and
 statistics mismatches rather than one generator's fingerprint. Augmentation on every sample: flip, rotation ±10°,
 zoom 0.85–1.6, shift ±6 %, a final JPEG re-encode of every crop at quality 30–95 (so no source's own compression
-survives as a label cue), Gaussian blur, down/up-scaling, colour jitter, noise, cut-out of a
+survives as a label cue), Gaussian blur, down/up-scaling, colour jitter,{_grey_text(recipe)} noise, cut-out of a
 face region; best checkpoint on validation ROC-AUC (patience-based early stopping only with the plateau
 schedule); a wall-clock budget split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
 calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.{_remeasured_text(summary)}
@@ -417,8 +427,29 @@ def _latency_section(latency: dict | None) -> str:
     return "\n## Latency (this CPU)\n\n" + "\n".join(f"- {k}: {v}" for k, v in latency.items()) + "\n"
 
 
-def _limits_section(ph: dict) -> str:
-    """Known limits, with the real-photo scores when the build measured them."""
+def _grey_limit(summary: dict) -> str:
+    """How black-and-white faces fare, from the everyday-processing table (``saturation:0``), when measured."""
+    rows = ((summary.get("processing") or {}).get("rows")) or {}
+    if "saturation:0" not in rows:
+        return ""
+    caught = {
+        c: next(r for r in rows[c] if r["source"] == "all")["fake_called_fake"]
+        for c in ("clean", "saturation:0")
+    }
+    why = (
+        ""
+        if (summary.get("recipe") or {}).get("p_grey")
+        else " (its real photo sources hold black-and-white portraits and no fake source does, and the recipe had "
+        "no black-and-white augmentation: to this model grey looks real)"
+    )
+    return (
+        f"\n- Black-and-white media: {caught['saturation:0']:.0%} of the val fakes are caught once desaturated "
+        f"({caught['clean']:.0%} in colour){why}. A real or uncertain verdict on a grey face is weak evidence."
+    )
+
+
+def _limits_section(ph: dict, summary: dict) -> str:
+    """Known limits, with the real-photo scores and black-and-white catches when the build measured them."""
     photos = ""
     if ph:
         listed = "; ".join(f"{k}: {', '.join(f'{v:.2f}' for v in vs)}" for k, vs in ph.items())
@@ -435,6 +466,6 @@ def _limits_section(ph: dict) -> str:
   generators, reenactment, diffusion faces, heavy re-encoding, other cameras) will score differently - the
   leave-one-source-out table is the best estimate we have of that. `score` is calibrated on the pooled val
   sources; on other data or at another base rate it is a ranking signal more than a probability.
-- One face crop at a time: no temporal cues. Faces smaller than ~40 px are unreliable.
+- One face crop at a time: no temporal cues. Faces smaller than ~40 px are unreliable.{_grey_limit(summary)}
 {photos}
 """
