@@ -51,15 +51,10 @@ def _check(img: np.ndarray) -> np.ndarray:
 
 
 def jpeg(img: Image, quality: float) -> Image:
-    """Re-encode as JPEG at ``quality`` (1..100) and decode again."""
-    import cv2
+    """Re-encode as JPEG at ``quality`` (1..100) and decode again (the runtime's crop re-encode, one image)."""
+    from deepguard.runtime.crop import jpeg_recode
 
-    ok, buf = cv2.imencode(
-        ".jpg", cv2.cvtColor(_check(img), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
-    )
-    if not ok:  # pragma: no cover - libjpeg does not fail on a valid uint8 image
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return jpeg_recode(_check(img), int(quality))
 
 
 def downscale(img: Image, factor: float) -> Image:
