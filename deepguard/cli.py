@@ -198,6 +198,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
                 install=args.install,
                 cache_dir=args.cache,
                 sbi_fraction=args.sbi_fraction,
+                init_from=args.init_from,
             ),
             indent=2,
         )
@@ -368,6 +369,11 @@ def _add_train_default(sub: argparse._SubParsersAction) -> None:
         help="share of the fake half of each batch made of self-blended real faces (0 = DFDC fakes only)",
     )
     td.add_argument("--cache", help="folder for the decoded-crop cache (default OUT/cache)")
+    td.add_argument(
+        "--init-from",
+        help="continue from a fused model's FP32 ONNX (e.g. deepguard/models/default/deepguard-edge-fp32.onnx) "
+        "instead of ImageNet weights: its member, BatchNorms frozen, at a fifth of the peak rate",
+    )
     td.add_argument("--install", action="store_true", help="copy the result into deepguard/models/default")
     td.set_defaults(func=cmd_train_default)
 

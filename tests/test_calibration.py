@@ -332,6 +332,16 @@ def test_model_card_has_calibration_section(tmp_path):
     assert (
         "re-measured on the shipped graphs without retraining (crops re-encoded like training crops" in text
     )
+    assert "Continued training" not in text  # trained from ImageNet: nothing to say...
+    old = {
+        "a": {"lr": 0.0005, "schedule": "cosine", "epochs_run": 29, "steps_per_epoch": 300, "batch_size": 32}
+    }
+    summary["recipe"] = {
+        "continued_from": {"file": "v8.onnx", "recipe": {"schedule": old}, "train_seconds": 6205.4}
+    }
+    text = write_model_card(summary, tmp_path / "c5.md").read_text()
+    assert "**Continued training**: this run started from v8.onnx (the previous default: a: Adam peak" in text
+    assert "29 epochs of 300 steps from ImageNet, 6205 s)" in text  # ...continued: what it started from
 
 
 def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):

@@ -360,9 +360,23 @@ statistics mismatches rather than one generator's fingerprint. Augmentation on e
 zoom 0.85–1.6, shift ±6 %, a final JPEG re-encode of every crop at quality 30–95 (so no source's own compression
 survives as a label cue), Gaussian blur, down/up-scaling, colour jitter,{_grey_text(recipe)} noise, cut-out of a
 face region; best checkpoint on validation ROC-AUC (patience-based early stopping only with the plateau
-schedule); a wall-clock budget split between the members. Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
+schedule); a wall-clock budget split between the members.{_continued_text(recipe)} Training time: {_fmt(summary.get("train_seconds"), 0)} s on 2 CPU cores; fusing,
 calibration, INT8 and the measurements below: {_fmt(summary.get("build_seconds"), 0)} s.{_remeasured_text(summary)}
 """
+
+
+def _continued_text(recipe: dict) -> str:
+    """Says what training started from when it continued a shipped model (``train-default --init-from``)."""
+    before = recipe.get("continued_from")
+    if not before:
+        return ""
+    old = before.get("recipe") or {}
+    return (
+        f" **Continued training**: this run started from {before.get('file')} (the previous default: "
+        f"{_optimiser_text(old.get('schedule'))} from ImageNet, {_fmt(before.get('train_seconds'), 0)} s), its weights"
+        " recovered from that graph (`deepguard/models/from_onnx.py`: tf2onnx folds each BatchNorm into its"
+        " convolution, so the BatchNorms stay frozen in inference mode), with the optimiser above."
+    )
 
 
 def _remeasured_text(summary: dict) -> str:

@@ -40,6 +40,9 @@ class TrainConfig:
         0.0  # share of the fake half of each batch made of self-blended reals (needs landmarks)
     )
     imagenet_weights: str | None = None
+    # A fused ensemble graph whose member 0 the run starts from instead of ImageNet (models/from_onnx.py); its
+    # BatchNorms stay in inference mode, since the graph holds them folded into the kernels.
+    init_from: str | None = None
     head: HeadConfig = field(default_factory=HeadConfig)
     aug: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -116,6 +119,13 @@ def make_datasets(train: CropSet, val: CropSet, cfg: TrainConfig, points=None, v
 def build_member(cfg: TrainConfig):
     from deepguard.models.members import build_edge_member, build_seed_member
 
+    if cfg.profile == "edge" and cfg.init_from:
+        from deepguard.models.from_onnx import freeze_batchnorm, member_from_fused
+
+        model = build_edge_member(cfg.arch, cfg.input_size, cfg.head, backbone_size=cfg.backbone_size)
+        member_from_fused(cfg.init_from, model)
+        freeze_batchnorm(model)
+        return model
     if cfg.profile == "edge":
         return build_edge_member(
             cfg.arch, cfg.input_size, cfg.head, cfg.imagenet_weights, backbone_size=cfg.backbone_size
