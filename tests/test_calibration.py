@@ -388,6 +388,18 @@ def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):
         in text
     )
     assert "to this model grey looks real" in text  # no p_grey in the recipe
+    assert "grey_floor" not in text and "weak evidence" in text  # no grey measurement: the old caveat
+    g = {"real_verdict_precision": 0.68, "fakes_called_real": 0.49, "reals_called_real": 0.9}
+    summary["grey"] = {"target_precision": 0.9, "low": 0.26, "floor": 0.26, "graphs": {"int8": g}}
+    text = write_model_card(summary, tmp_path / "c3.md").read_text()
+    assert (
+        "a REAL verdict would be right 68.0% of the time (target 90%; 49.0% of grey fakes under the band)"
+        in text
+    )
+    assert "raised to at least 0.2600 (metadata `grey_floor`" in text
+    summary["grey"]["floor"] = None
+    text = write_model_card(summary, tmp_path / "c4.md").read_text()
+    assert "black-and-white faces keep the normal verdicts" in text and "grey_floor" not in text
     summary["recipe"] = {"p_grey": 0.1}
     text = write_model_card(summary, tmp_path / "c3.md").read_text()
     assert "Black-and-white media" in text and "grey looks real" not in text

@@ -148,6 +148,23 @@ def choose_band(
     return lo, hi, fell_back
 
 
+def grey_floor(
+    grey_scores: np.ndarray, labels: np.ndarray, low: float, *, target: float = 0.9, min_support: int = 10
+) -> float | None:
+    """The floor for black-and-white faces (runtime/colour.py): ``low`` when, on desaturated val faces, the REAL
+    verdict (score < ``low``) is right less often than ``target`` - the precision that defines the band - else None.
+
+    Why: the band's low edge is chosen on colour faces; a model that learned "grey means real" puts desaturated
+    fakes under it too, and its REAL on a grey face then means less than the card says. Too few grey faces under
+    ``low`` (< ``min_support``) to tell: no floor.
+    """
+    s, y = np.asarray(grey_scores, np.float64).reshape(-1), np.asarray(labels).astype(int).reshape(-1)
+    called_real = s < low
+    if called_real.sum() < min_support:
+        return None
+    return float(low) if float(np.mean(y[called_real] == 0)) < target else None
+
+
 def graded_metrics(
     scores: np.ndarray, labels: np.ndarray, threshold: float, band: tuple[float, float] | None
 ) -> dict:

@@ -38,6 +38,7 @@ KEY_TYPES: dict[str, str] = {
     "precision": "str",  # "fp32" / "fp16" / "int8"
     "crop_context": "float",  # crop rule: true context margin kept, the rest mirrored (runtime/crop.py)
     "crop_jpeg_quality": "int",  # crops re-encoded as JPEG at this quality before scoring (runtime/crop.py)
+    "grey_floor": "float",  # lowest score of a black-and-white face (runtime/colour.py); absent = none
     "training_data": "str",
     "source_sha256": "str",
     "created": "str",  # ISO-8601 UTC
@@ -155,6 +156,23 @@ def write_metadata(
     except OSError as exc:
         raise ModelError(f"{path}: cannot write model with metadata ({exc.strerror or exc})") from exc
     return model
+
+
+def drop_metadata(path: str | os.PathLike[str], key: str) -> None:
+    """Remove one DeepGuard key from a model file, when present (a build step that no longer applies)."""
+    path = Path(path)
+    model = _load(path)
+    props = [(p.key, p.value) for p in model.metadata_props if p.key != PREFIX + key]
+    if len(props) == len(model.metadata_props):
+        return
+    del model.metadata_props[:]
+    for k, v in props:
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
+    try:
+        onnx.save(model, str(path))
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot write model without {key} ({exc.strerror or exc})") from exc
 
 
 def metadata_from_map(props: Mapping[str, str]) -> dict[str, Any]:

@@ -97,6 +97,23 @@ def model_crop_jpeg(meta: dict, where) -> int | None:
     return raw
 
 
+def model_grey_floor(meta: dict, threshold: float, where) -> float | None:
+    """The lowest score a black-and-white face may get (``deepguard.grey_floor``, see runtime/colour.py): set by a
+    build whose REAL verdict missed the band's precision on desaturated val faces; None (no key) = no floor."""
+    raw = meta.get("grey_floor")
+    if raw is None:
+        return None
+    try:
+        floor = float(raw)
+    except (TypeError, ValueError):
+        floor = float("nan")
+    if not 0.0 <= floor <= threshold:  # a floor over the fake cut would call every grey face fake
+        raise ModelError(
+            f"{where}: metadata deepguard.grey_floor must be in [0, threshold {threshold}], got {raw!r}"
+        )
+    return floor
+
+
 def model_crop_context(meta: dict, where) -> float | None:
     """The crop rule the model was trained with (``deepguard.crop_context``, see runtime/crop.py): the margin of
     true context its crops keep, the rest mirrored; None (no key) = true context over the whole margin."""
@@ -154,6 +171,7 @@ class FaceClassifier:
         self.band = model_band(self.meta, self.threshold, self.path)
         self.crop_context = model_crop_context(self.meta, self.path)
         self.crop_jpeg = model_crop_jpeg(self.meta, self.path)
+        self.grey_floor = model_grey_floor(self.meta, self.threshold, self.path)
         self.name = (
             f"{self.meta.get('name', self.path.stem)}@{self.meta.get('version', '?')}"
             f"/{self.meta.get('precision', '?')}"
@@ -189,7 +207,8 @@ class FaceClassifier:
 
         Crops are first re-encoded at the model's ``crop_jpeg`` quality when it names one (runtime/crop.py says
         why), here rather than in :meth:`crops` so that every scored crop gets it: cut from media, or read from
-        face-crop files by evaluation."""
+        face-crop files by evaluation. For the same reason a black-and-white crop's probability is raised to the
+        model's ``grey_floor`` here, when it has one (runtime/colour.py); member probabilities stay raw."""
         crops = np.ascontiguousarray(crops, dtype=np.uint8)
         if crops.ndim != 4 or crops.shape[-1] != 3:
             raise ValueError(f"crops must be (N, H, W, 3) uint8, got {crops.shape}")
@@ -204,4 +223,9 @@ class FaceClassifier:
             res = self._run(crops[i : i + self.batch_size])
             probs.append(res[0].reshape(-1))
             members.append(res[1] if len(res) > 1 else res[0].reshape(-1, 1))
-        return np.concatenate(probs), np.concatenate(members)
+        prob = np.concatenate(probs)
+        if self.grey_floor is not None:
+            from deepguard.runtime.colour import floor_grey
+
+            prob = floor_grey(prob, crops, self.grey_floor)
+        return prob, np.concatenate(members)

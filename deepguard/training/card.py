@@ -458,7 +458,25 @@ def _grey_limit(summary: dict) -> str:
     )
     return (
         f"\n- Black-and-white media: {caught['saturation:0']:.0%} of the val fakes are caught once desaturated "
-        f"({caught['clean']:.0%} in colour){why}. A real or uncertain verdict on a grey face is weak evidence."
+        f"({caught['clean']:.0%} in colour){why}. {_grey_floor_text(summary.get('grey'))}"
+    )
+
+
+def _grey_floor_text(grey: dict | None) -> str:
+    """What the build measured on desaturated val and whether it stored a floor (training/grey.py)."""
+    if not grey:
+        return "A real or uncertain verdict on a grey face is weak evidence."
+    g = grey["graphs"].get("int8") or next(iter(grey["graphs"].values()))
+    measured = (
+        f"On desaturated val faces (INT8) a REAL verdict would be right {_pct(g['real_verdict_precision'])} of the"
+        f" time (target {grey['target_precision']:.0%}; {_pct(g['fakes_called_real'])} of grey fakes under the band)"
+    )
+    if grey.get("floor") is None:
+        return measured + ", so black-and-white faces keep the normal verdicts."
+    return (
+        measured
+        + f", so every black-and-white face's score is raised to at least {grey['floor']:.4f} (metadata"
+        " `grey_floor`, `deepguard/runtime/colour.py`): UNCERTAIN at best, never REAL, while a FAKE stays FAKE."
     )
 
 

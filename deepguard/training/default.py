@@ -390,6 +390,7 @@ def build_default_model(
     "fake" cut is the lowest score at which no real validation source has more than 5 % of its faces called fake.
     """
     from deepguard.convert.calibrate import calibrate
+    from deepguard.training.grey import store_grey_floor
 
     t_build = time.time()
     run_dir = Path(run_dir)
@@ -406,9 +407,13 @@ def build_default_model(
     res = _fuse(run_dir, summaries, weights, fitted, train, val, input_size)
     scores = {prec: _onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
     cal_meta = _store_shipped_cut(res, fitted, scores, val)  # the stored values are used below
+    grey = store_grey_floor(res, cal_meta, val)
+    if grey["floor"] is not None:  # grey val faces now score at least the floor, as users will see them
+        scores = {prec: _onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
     summary = {
         **_measured_summary(res, members, logits, weights, cal, cal_meta, val, dfdc, cache_dir, scores),
         "recipe": _recipe(data, sbi_fraction, input_size, summaries),
+        "grey": grey,
         "train_seconds": train_seconds,
         "build_seconds": round(time.time() - t_build, 1),
         "files": {k: str(v) for k, v in res.items() if k in ("fp32", "fp16", "int8", "parity")},

@@ -47,6 +47,7 @@ def remeasure_default(
     data: Sequence[str | Path] = DEFAULT_DATA,
     cache_dir: str | Path = "runs/cache",
     loso: str | Path | None = None,
+    why: str = "crops re-encoded like training crops",
 ) -> dict:
     """Calibrate the installed FP32/INT8 default on val as the runtime scores it, then re-measure and re-card."""
     from deepguard.convert.calibrate import calibrate
@@ -54,6 +55,7 @@ def remeasure_default(
     from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES, FaceClassifier
     from deepguard.training import default as build
     from deepguard.training.card import write_model_card
+    from deepguard.training.grey import store_grey_floor
     from deepguard.training.recrop import INFERENCE_JPEG_QUALITY
     from deepguard.training.sources import load_sources
 
@@ -81,6 +83,9 @@ def remeasure_default(
         write_metadata(res[prec], fitted)
     scores = {prec: build._onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
     cal_meta = build._store_shipped_cut(res, fitted, scores, val)
+    grey = store_grey_floor(res, cal_meta, val)
+    if grey["floor"] is not None:  # grey val faces now score at least the floor, as users will see them
+        scores = {prec: build._onnx_scores(res[prec], val.images) for prec in ("fp32", "int8")}
     summary = {
         **old,
         **build._measured_summary(
@@ -96,9 +101,10 @@ def remeasure_default(
             scores,
         ),
         "parity": res["report"],
+        "grey": grey,
         "remeasured": {
             "seconds": round(time.time() - t0, 1),
-            "why": "crops re-encoded like training crops",
+            "why": why,
         },
     }
     summary["latency"] = build.per_face_latency(
@@ -116,8 +122,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--data", nargs="+", default=list(DEFAULT_DATA))
     ap.add_argument("--cache", default="runs/cache")
     ap.add_argument("--loso", help="a `deepguard loso` result (loso.json) for the card")
+    ap.add_argument(
+        "--why", default="crops re-encoded like training crops", help="what changed, for the card"
+    )
     args = ap.parse_args(argv)
-    s = remeasure_default(args.data, args.cache, args.loso)
+    s = remeasure_default(args.data, args.cache, args.loso, args.why)
     print(
         json.dumps(
             {"calibration": s["calibration"]["stored"], "by_source_int8": s["by_source"]["int8"]}, indent=1
