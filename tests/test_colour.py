@@ -53,25 +53,28 @@ def test_grey_floor_rule() -> None:
 
 
 @pytest.fixture(scope="module")
-def floored_model(tmp_path_factory):
-    from deepguard.convert.metadata import write_metadata
+def models(tmp_path_factory) -> tuple:
+    """The default INT8 graph without a grey floor and with one at 0.8 (under its fake cut, 0.8444)."""
+    from deepguard.convert.metadata import drop_metadata, write_metadata
 
-    path = tmp_path_factory.mktemp("grey") / "m.onnx"
-    shutil.copy(default_model_path("int8"), path)
-    write_metadata(path, {"grey_floor": 0.3})
-    return path
+    out = tmp_path_factory.mktemp("grey")
+    plain, floored = out / "plain.onnx", out / "floored.onnx"
+    for path in (plain, floored):
+        shutil.copy(default_model_path("int8"), path)
+    drop_metadata(plain, "grey_floor")
+    write_metadata(floored, {"grey_floor": 0.8})
+    return plain, floored
 
 
-def test_classifier_floors_grey_faces(floored_model, faces) -> None:
-    plain = FaceClassifier(default_model_path("int8"), providers="cpu")
-    floored = FaceClassifier(floored_model, providers="cpu")
-    assert plain.grey_floor is None and floored.grey_floor == pytest.approx(0.3)
+def test_classifier_floors_grey_faces(models, faces) -> None:
+    plain, floored = (FaceClassifier(p, providers="cpu") for p in models)
+    assert plain.grey_floor is None and floored.grey_floor == pytest.approx(0.8)
     grey = _grey(faces)
     raw, members = plain.score(grey)
     got, got_members = floored.score(grey)
-    np.testing.assert_allclose(got, np.maximum(raw, 0.3), atol=1e-6)
+    np.testing.assert_allclose(got, np.maximum(raw, 0.8), atol=1e-6)
     np.testing.assert_array_equal(got_members, members)  # member scores stay raw
-    assert (raw < 0.3).any()  # the floor did something here
+    assert (raw < 0.8).any()  # the floor did something here
     np.testing.assert_allclose(floored.score(faces)[0], plain.score(faces)[0], atol=1e-6)  # colour untouched
 
 
@@ -90,24 +93,27 @@ def test_build_step_stores_and_drops_the_floor(tmp_path, faces) -> None:
     pytest.importorskip("onnx")
     from deepguard.convert.metadata import read_metadata
     from deepguard.training.data import CropSet
-    from deepguard.training.grey import store_grey_floor
+    from deepguard.training.grey import grey_scores, store_grey_floor
 
     res = {}
     for prec in ("fp32", "int8"):
         res[prec] = tmp_path / f"{prec}.onnx"
         shutil.copy(default_model_path(prec), res[prec])
-    images = np.concatenate([faces] * 4)
+    low = FaceClassifier(res["int8"], providers="cpu").threshold  # the highest low edge a model can have
+    under = np.all([grey_scores(res[p], faces) < low for p in res], axis=0)
+    assert under.any(), "no test crop scores under the cut in black and white"
+    images = np.concatenate([faces[under]] * 10)  # at least 10 grey faces called real
     n = len(images)
 
     def run(labels):
         val = CropSet(images, np.asarray(labels, np.float32), [""] * n, [""] * n, ["s"] * n)
-        return store_grey_floor(res, {"uncertain_low": 0.8}, val)  # every grey face is called real
+        return store_grey_floor(res, {"uncertain_low": low}, val)  # every grey face is called real
 
     report = run([1] * n)  # ... and every one is fake
     assert report["graphs"]["int8"]["fakes_called_real"] == 1.0
-    assert report["floor"] == 0.8
+    assert report["floor"] == low
     assert report["graphs"]["int8"]["real_verdict_precision"] == 0.0
-    assert read_metadata(res["int8"])["grey_floor"] == 0.8
+    assert read_metadata(res["int8"])["grey_floor"] == pytest.approx(low)
     report = run([0] * n)  # ... and every one is real
     assert report["floor"] is None
     assert "grey_floor" not in read_metadata(res["int8"]) and "grey_floor" not in read_metadata(res["fp32"])
