@@ -97,16 +97,21 @@ def model_crop_jpeg(meta: dict, where) -> int | None:
     return raw
 
 
+def _as_float(raw) -> float:
+    """A metadata value as a float; nan (which every range check rejects) when it is not a number."""
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def model_grey_floor(meta: dict, threshold: float, where) -> float | None:
     """The lowest score a black-and-white face may get (``deepguard.grey_floor``, see runtime/colour.py): set by a
     build whose REAL verdict missed the band's precision on desaturated val faces; None (no key) = no floor."""
     raw = meta.get("grey_floor")
     if raw is None:
         return None
-    try:
-        floor = float(raw)
-    except (TypeError, ValueError):
-        floor = float("nan")
+    floor = _as_float(raw)
     if not 0.0 <= floor <= threshold:  # a floor over the fake cut would call every grey face fake
         raise ModelError(
             f"{where}: metadata deepguard.grey_floor must be in [0, threshold {threshold}], got {raw!r}"
@@ -120,10 +125,7 @@ def model_crop_context(meta: dict, where) -> float | None:
     raw = meta.get("crop_context")
     if raw is None:
         return None
-    try:
-        context = float(raw)
-    except (TypeError, ValueError):
-        context = float("nan")
+    context = _as_float(raw)
     if not -0.5 < context < 1.0:  # also rejects nan
         raise ModelError(
             f"{where}: metadata deepguard.crop_context must be a margin in (-0.5, 1), got {raw!r}"
