@@ -27,9 +27,16 @@ def chroma(crops: np.ndarray) -> np.ndarray:
     return ((np.abs(cb) + np.abs(cr)) * 0.5).mean(axis=(1, 2))
 
 
+#: Every how many pixels (each axis) the grey test samples a crop. Why: it runs on every scored face; on the whole
+#: 160 px crop it cost 0.33 ms a face (12 % of the INT8 classifier), on every 4th pixel 0.05 ms, and the crop's
+#: chroma is smooth (JPEG keeps it at half resolution): on the val crops the sampled mean moved by at most 0.32
+#: grey levels and called the same crops grey.
+GREY_STRIDE = 4
+
+
 def grey_crops(crops: np.ndarray) -> np.ndarray:
     """Boolean (N,): which crops are black and white."""
-    return chroma(crops) < GREY_CHROMA
+    return chroma(np.asarray(crops)[:, ::GREY_STRIDE, ::GREY_STRIDE]) < GREY_CHROMA
 
 
 def floor_grey(probs: np.ndarray, crops: np.ndarray, floor: float | None) -> np.ndarray:
