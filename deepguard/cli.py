@@ -18,6 +18,7 @@ from deepguard.errors import DeepGuardError
 from deepguard.options import add_model_args, add_runtime_args, detector_from_args
 from deepguard.scan.command import add_scan
 from deepguard.serving.triton import add_export_triton
+from deepguard.training.onednn import use_onednn
 
 
 def _media_files(paths: Sequence[str]) -> Iterator[Path]:
@@ -162,6 +163,7 @@ def cmd_import_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    use_onednn()
     from deepguard.training.data import load_crops
     from deepguard.training.train import TrainConfig, train_member
 
@@ -187,6 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_default(args: argparse.Namespace) -> int:
+    use_onednn()
     from deepguard.training.default import DEFAULT_DATA, train_default
 
     print(
@@ -207,6 +210,7 @@ def cmd_train_default(args: argparse.Namespace) -> int:
 
 
 def cmd_loso(args: argparse.Namespace) -> int:
+    use_onednn()
     from deepguard.training.default import DEFAULT_DATA
     from deepguard.training.loso import format_loso, leave_one_source_out
 
