@@ -342,6 +342,19 @@ def test_model_card_has_calibration_section(tmp_path):
     text = write_model_card(summary, tmp_path / "c5.md").read_text()
     assert "**Continued training**: this run started from v8.onnx (the previous default: a: Adam peak" in text
     assert "29 epochs of 300 steps from ImageNet, 6205 s)" in text  # ...continued: what it started from
+    v9 = {"a": {**old["a"], "lr": 0.0001, "epochs_run": 8}}
+    summary["recipe"] = {
+        "continued_from": {
+            "file": "v9.onnx",
+            "recipe": {"schedule": v9, "continued_from": summary["recipe"]["continued_from"]},
+            "train_seconds": 5566.0,
+        }
+    }
+    text = write_model_card(
+        summary, tmp_path / "c6.md"
+    ).read_text()  # ...and a chain of continuations, to ImageNet
+    assert "8 epochs of 300 steps continued from v8.onnx (a: Adam peak 0.0005" in text
+    assert "29 epochs of 300 steps from ImageNet, 6205 s), 5566 s)" in text
 
 
 def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):

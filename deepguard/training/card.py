@@ -370,13 +370,20 @@ def _continued_text(recipe: dict) -> str:
     before = recipe.get("continued_from")
     if not before:
         return ""
-    old = before.get("recipe") or {}
     return (
         f" **Continued training**: this run started from {before.get('file')} (the previous default: "
-        f"{_optimiser_text(old.get('schedule'))} from ImageNet, {_fmt(before.get('train_seconds'), 0)} s), its weights"
+        f"{_history_text(before)}), its weights"
         " recovered from that graph (`deepguard/models/from_onnx.py`: tf2onnx folds each BatchNorm into its"
         " convolution, so the BatchNorms stay frozen in inference mode), with the optimiser above."
     )
+
+
+def _history_text(before: dict) -> str:
+    """How a model training continued from was made, back to ImageNet (a default can continue a continued one)."""
+    old = before.get("recipe") or {}
+    deeper = old.get("continued_from")
+    start = f"continued from {deeper.get('file')} ({_history_text(deeper)})" if deeper else "from ImageNet"
+    return f"{_optimiser_text(old.get('schedule'))} {start}, {_fmt(before.get('train_seconds'), 0)} s"
 
 
 def _remeasured_text(summary: dict) -> str:
