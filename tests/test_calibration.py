@@ -350,9 +350,8 @@ def test_model_card_has_calibration_section(tmp_path):
             "train_seconds": 5566.0,
         }
     }
-    text = write_model_card(
-        summary, tmp_path / "c6.md"
-    ).read_text()  # ...and a chain of continuations, to ImageNet
+    # ...and a chain of continuations, back to ImageNet
+    text = write_model_card(summary, tmp_path / "c6.md").read_text()
     assert "8 epochs of 300 steps continued from v8.onnx (a: Adam peak 0.0005" in text
     assert "29 epochs of 300 steps from ImageNet, 6205 s), 5566 s)" in text
 

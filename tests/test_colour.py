@@ -54,7 +54,7 @@ def test_grey_floor_rule() -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple:
-    """The default INT8 graph without a grey floor and with one at 0.8 (under its fake cut, 0.8444)."""
+    """The default INT8 graph without a grey floor and with one at 0.8 (under its fake cut, 0.8232 in v10)."""
     from deepguard.convert.metadata import drop_metadata, write_metadata
 
     out = tmp_path_factory.mktemp("grey")
