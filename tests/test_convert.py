@@ -365,6 +365,32 @@ def test_metadata_round_trip(tmp_path):
         read_metadata(path, required=True)
 
 
+def test_drop_metadata_and_write_errors(tmp_path, monkeypatch):
+    from deepguard.convert.metadata import drop_metadata
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(write_metadata(onnx.helper.make_model(graph), {"threshold": 0.4, "grey_floor": 0.3}), str(path))
+    drop_metadata(path, "grey_floor")
+    assert read_metadata(path) == {"threshold": 0.4}
+    drop_metadata(path, "grey_floor")  # absent: nothing to do, no error
+    assert read_metadata(path) == {"threshold": 0.4}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", full_disk)
+    with pytest.raises(ModelError, match=r"m\.onnx: cannot write model with metadata \(No space left"):
+        write_metadata(path, {"threshold": 0.5})
+    with pytest.raises(ModelError, match=r"m\.onnx: cannot write model without threshold"):
+        drop_metadata(path, "threshold")
+
+
 def test_bad_model_paths_raise_model_error(tmp_path):
     missing = tmp_path / "nope.keras"
     with pytest.raises(ModelError, match="nope.keras"):

@@ -151,10 +151,7 @@ def write_metadata(
     path = Path(model_path_or_proto)
     model = _load(path)
     set_metadata(model, meta)
-    try:
-        onnx.save(model, str(path))
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot write model with metadata ({exc.strerror or exc})") from exc
+    _save(model, path, "with metadata")
     return model
 
 
@@ -169,10 +166,15 @@ def drop_metadata(path: str | os.PathLike[str], key: str) -> None:
     for k, v in props:
         prop = model.metadata_props.add()
         prop.key, prop.value = k, v
+    _save(model, path, f"without {key}")
+
+
+def _save(model: onnx.ModelProto, path: Path, what: str) -> None:
+    """Rewrite ``path``; a read-only or full disk is a ModelError naming the file, not an OSError trace."""
     try:
         onnx.save(model, str(path))
     except OSError as exc:
-        raise ModelError(f"{path}: cannot write model without {key} ({exc.strerror or exc})") from exc
+        raise ModelError(f"{path}: cannot write model {what} ({exc.strerror or exc})") from exc
 
 
 def metadata_from_map(props: Mapping[str, str]) -> dict[str, Any]:
