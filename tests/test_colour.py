@@ -54,27 +54,28 @@ def test_grey_floor_rule() -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> tuple:
-    """The default INT8 graph without a grey floor and with one at 0.8 (under its fake cut, 0.8232 in v10)."""
-    from deepguard.convert.metadata import drop_metadata, write_metadata
+    """The default INT8 graph without a grey floor and with one at 0.9x its fake cut (a floor must stay under it)."""
+    from deepguard.convert.metadata import drop_metadata, read_metadata, write_metadata
 
     out = tmp_path_factory.mktemp("grey")
     plain, floored = out / "plain.onnx", out / "floored.onnx"
     for path in (plain, floored):
         shutil.copy(default_model_path("int8"), path)
     drop_metadata(plain, "grey_floor")
-    write_metadata(floored, {"grey_floor": 0.8})
+    write_metadata(floored, {"grey_floor": round(0.9 * read_metadata(floored)["threshold"], 4)})
     return plain, floored
 
 
 def test_classifier_floors_grey_faces(models, faces) -> None:
     plain, floored = (FaceClassifier(p, providers="cpu") for p in models)
-    assert plain.grey_floor is None and floored.grey_floor == pytest.approx(0.8)
+    floor = floored.grey_floor
+    assert plain.grey_floor is None and floor == pytest.approx(0.9 * floored.threshold, abs=1e-4)
     grey = _grey(faces)
     raw, members = plain.score(grey)
     got, got_members = floored.score(grey)
-    np.testing.assert_allclose(got, np.maximum(raw, 0.8), atol=1e-6)
+    np.testing.assert_allclose(got, np.maximum(raw, floor), atol=1e-6)
     np.testing.assert_array_equal(got_members, members)  # member scores stay raw
-    assert (raw < 0.8).any()  # the floor did something here
+    assert (raw < floor).any()  # the floor did something here
     np.testing.assert_allclose(floored.score(faces)[0], plain.score(faces)[0], atol=1e-6)  # colour untouched
 
 
