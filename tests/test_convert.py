@@ -336,14 +336,19 @@ def test_metadata_in_every_file(built):
     assert not {"temperature", "uncertain_low", "uncertain_high"} & set(member)  # a member outputs raw logits
 
 
-def test_metadata_round_trip(tmp_path):
+def _identity_model() -> onnx.ModelProto:
+    """The smallest valid ONNX model: metadata tests need a file, not a network."""
     graph = onnx.helper.make_graph(
         [onnx.helper.make_node("Identity", ["x"], ["y"])],
         "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
     )
-    proto = onnx.helper.make_model(graph)
+    return onnx.helper.make_model(graph)
+
+
+def test_metadata_round_trip(tmp_path):
+    proto = _identity_model()
     proto.metadata_props.add(key="other.tool", value="kept")
     meta = {
         "name": "x",
@@ -368,14 +373,8 @@ def test_metadata_round_trip(tmp_path):
 def test_drop_metadata_and_write_errors(tmp_path, monkeypatch):
     from deepguard.convert.metadata import drop_metadata
 
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])],
-        "g",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
     path = tmp_path / "m.onnx"
-    onnx.save(write_metadata(onnx.helper.make_model(graph), {"threshold": 0.4, "grey_floor": 0.3}), str(path))
+    onnx.save(write_metadata(_identity_model(), {"threshold": 0.4, "grey_floor": 0.3}), str(path))
     drop_metadata(path, "grey_floor")
     assert read_metadata(path) == {"threshold": 0.4}
     drop_metadata(path, "grey_floor")  # absent: nothing to do, no error
