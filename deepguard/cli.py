@@ -223,6 +223,8 @@ def cmd_loso(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         only=args.only,
         sbi_fraction=args.sbi_fraction,
+        init_from=args.init_from,
+        reference=args.reference,
     )
     print(format_loso(result))
     return 0
@@ -402,6 +404,15 @@ def _add_loso(sub: argparse._SubParsersAction) -> None:
         "--sbi-fraction", type=float, help="share of self-blends in the fake half (default: the recipe's)"
     )
     lo.add_argument("--cache", help="folder for the re-crop / landmark cache (default OUT/cache)")
+    lo.add_argument(
+        "--init-from",
+        help="fused FP32 graph every fold continues from (e.g. a model trained on none of the held-out sources)",
+    )
+    lo.add_argument(
+        "--reference",
+        action="store_true",
+        help="first train a fold on every source (same start and budget): each source's val AUC when seen",
+    )
     lo.set_defaults(func=cmd_loso)
 
 

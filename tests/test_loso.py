@@ -10,7 +10,7 @@ import pytest
 
 from deepguard.errors import MediaError
 from deepguard.training.data import CropSet
-from deepguard.training.loso import concat, fold_report, fold_sets, format_loso, subset
+from deepguard.training.loso import _val_faces, concat, fold_report, fold_sets, format_loso, subset
 
 from .test_sources import write_sourced_data
 
@@ -96,12 +96,32 @@ def test_fold_report_and_table_by_hand() -> None:
     rep3 = fold_report(np.array([0.7, 0.2, 0.1, 0.4]), test3, "gan", 0.5)
     assert rep3["auc"] == 0.75 and rep3["real_called_fake"] is None and rep3["fake_called_fake"] == 0.5
 
-    table = format_loso({"folds": {"photos": rep, "swap": rep2, "gan": rep3}})
+    ref = {"photos": {**rep, "auc": 0.9}}
+    table = format_loso(
+        {"folds": {"photos": {**rep, "auc_val": 0.25}, "swap": rep2, "gan": rep3}, "reference": ref}
+    )
     lines = table.splitlines()
     assert lines[0].split()[:3] == ["held-out", "source", "real"]
-    assert lines[2].split() == ["photos", "3", "0", "0.5000", "66.7%", "-"]
-    assert lines[3].split() == ["swap", "2", "3", "0.8333", "50.0%", "66.7%"]
-    assert lines[4].split() == ["gan", "0", "2", "0.7500", "-", "50.0%"]
+    assert lines[2].split() == ["photos", "3", "0", "0.5000", "0.2500", "0.9000", "66.7%", "-"]
+    assert lines[3].split() == ["swap", "2", "3", "0.8333", "-", "-", "50.0%", "66.7%"]
+    assert lines[4].split() == ["gan", "0", "2", "0.7500", "-", "-", "-", "50.0%"]
+
+
+def test_val_faces_keeps_the_held_sources_val_split_and_all_others() -> None:
+    train, val = _set(TRAIN, "t"), _set(VAL, "v")
+    _, _, test = fold_sets(train, val, "photos")
+    mask = _val_faces(test, val, "photos")
+    kept = [p for p, k in zip(test.paths, mask, strict=True) if k]
+    # photos' val faces (v5-v7), then the other sources' val fakes it is ranked against; photos' train faces out
+    assert kept == ["v5", "v6", "v7", "v2", "v3", "v4", "v8", "v9"]
+    _, _, swap = fold_sets(train, val, "swap")
+    assert [p for p, k in zip(swap.paths, _val_faces(swap, val, "swap"), strict=True) if k] == [
+        "v0",
+        "v1",
+        "v2",
+        "v3",
+        "v4",
+    ]
 
 
 def test_leave_one_source_out_end_to_end(tmp_path, astronaut, monkeypatch) -> None:
@@ -115,6 +135,8 @@ def test_leave_one_source_out_end_to_end(tmp_path, astronaut, monkeypatch) -> No
     from dataclasses import replace
 
     import deepguard.training.train as train_mod
+    from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
+    from deepguard.training.default import CONTINUE_LR
     from deepguard.training.loso import leave_one_source_out
 
     from .test_sources import MANIFEST
@@ -142,8 +164,16 @@ def test_leave_one_source_out_end_to_end(tmp_path, astronaut, monkeypatch) -> No
         cache_dir=tmp_path / "cache",
         only=["photos"],
         sbi_fraction=0.0,
+        init_from=DEFAULT_DIR / DEFAULT_NAMES["fp32"],
+        reference=True,
     )
     assert list(res["folds"]) == ["photos"] and res["budget_min_per_fold"] == 0.05
+    assert res["init_from"] == DEFAULT_NAMES["fp32"]
+    # the reference fold trained on every source and scored each source's val faces
+    assert sorted(res["reference"]) == ["extra", "gan", "photos", "swap"]
+    assert res["reference"]["photos"]["n_real"] == MANIFEST[("photos", "real", "val")]
+    assert all(0.0 <= r["auc"] <= 1.0 for r in res["reference"].values())
+    assert (out / "reference" / "mobilenet_v2.train.json").is_file()
     f = res["folds"]["photos"]
     n_photos = MANIFEST[("photos", "real", "train")] + MANIFEST[("photos", "real", "val")]
     assert (f["n_real"], f["n_fake"]) == (n_photos, 0)  # the no-face file is not scored
@@ -155,9 +185,11 @@ def test_leave_one_source_out_end_to_end(tmp_path, astronaut, monkeypatch) -> No
     summary = json.loads((out / "photos" / "mobilenet_v2.train.json").read_text())
     assert summary["input_size"] == 32
     assert "photos" in format_loso(res).splitlines()[2]
-    (cfg,) = configs  # the default recipe's settings reach the fold
+    (cfg,) = configs  # the default recipe's settings reach both folds (one config)
     assert cfg.schedule == "cosine" and cfg.time_budget_s == pytest.approx(3.0) and cfg.input_size == 32
     assert cfg.sbi_fraction == 0.0 and cfg.imagenet_weights and Path(cfg.imagenet_weights).is_file()
+    assert cfg.init_from == str(DEFAULT_DIR / DEFAULT_NAMES["fp32"]) and cfg.lr == CONTINUE_LR
+    assert 0.0 <= f["auc_val"] <= 1.0
 
 
 def test_loso_command(monkeypatch, capsys) -> None:
@@ -186,9 +218,23 @@ def test_loso_command(monkeypatch, capsys) -> None:
     assert seen["data"] == list(DEFAULT_DATA) and seen["out"] == "o" and seen["only"] == ["gan", "photos"]
     assert seen["budget_min"] == 0.5 and seen["input_size"] == 96 and seen["arch"] == "mobilenet_v2"
     assert seen["cache_dir"] is None and seen["sbi_fraction"] is None
+    assert seen["init_from"] is None and seen["reference"] is False
     assert "0.9000" in capsys.readouterr().out
     args = build_parser().parse_args(
-        ["loso", "--data", "a.csv", "b", "--arch", "efficientnet_lite0", "--cache", "c"]
+        [
+            "loso",
+            "--data",
+            "a.csv",
+            "b",
+            "--arch",
+            "efficientnet_lite0",
+            "--cache",
+            "c",
+            "--init-from",
+            "m.onnx",
+        ]
+        + ["--reference"]
     )
+    assert args.init_from == "m.onnx" and args.reference
     assert args.data == ["a.csv", "b"] and args.arch == "efficientnet_lite0" and args.cache == "c"
     assert args.budget_min == 4.0 and args.size == 160 and args.only is None

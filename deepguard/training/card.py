@@ -197,22 +197,38 @@ def _loso_section(summary: dict) -> str:
     lo = summary.get("loso")
     if not lo:
         return ""
+    ref = lo.get("reference") or {}
 
-    rows = "\n".join(
-        f"| {name} | {f['n_real']} | {f['n_fake']} | {_fmt(f.get('auc'))} | {_pct(f.get('real_called_fake'))} | "
-        f"{_pct(f.get('fake_called_fake'))} |"
-        for name, f in lo["folds"].items()
-    )
+    def row(name: str, f: dict) -> str:
+        seen = (ref.get(name) or {}).get("auc")
+        cells = [str(f["n_real"]), str(f["n_fake"]), _fmt(f.get("auc")), _fmt(f.get("auc_val")), _fmt(seen)]
+        cells += [_pct(f.get("real_called_fake")), _pct(f.get("fake_called_fake"))]
+        return f"| {name} | {' | '.join(cells)} |"
+
+    rows = "\n".join(row(name, f) for name, f in lo["folds"].items())
     notes = sorted({f["note"] for f in lo["folds"].values() if f.get("note")})
     when = f" Folds: {'; '.join(notes)}." if notes else ""
+    start = (
+        f"continued from `{lo['init_from']}` (a model that never saw the held-out sources)"
+        if lo.get("init_from")
+        else "from ImageNet"
+    )
+    seen_text = (
+        ' "Seen" is one more run of the same start and budget trained on every source, scored on the same val '
+        'faces: the gap from "held out (val)" is what never seeing the source costs.'
+        if ref
+        else ""
+    )
     return (
         "\n## Leave one source out\n\n"
-        f"For each source S: one {lo['arch']} member trained {lo['budget_min_per_fold']} min with the same recipe "
-        "on every *other* source, its cut chosen by the same false-alarm rule on the other sources' val faces, "
-        "then tested on all of S (one-class sources ranked against the other class of the other sources' val). "
-        "A short single-member run, so absolute numbers are below the shipped model's; what it shows is how a "
-        f"source the model never saw fares (`deepguard loso`).{when}\n\n"
-        "| held-out source | real | fake | ROC-AUC | real → fake | fake → fake |\n|---|---|---|---|---|---|\n"
+        f"For each source S: one {lo['arch']} member trained {lo['budget_min_per_fold']} min ({start}) with the "
+        "same recipe on every *other* source, its cut chosen by the same false-alarm rule on the other sources' "
+        "val faces, then tested on all of S (one-class sources ranked against the other class of the other "
+        "sources' val); \"held out (val)\" is the same on S's val faces only. A short single-member run, so "
+        f"absolute numbers are below the shipped model's; what it shows is how a source the model never saw "
+        f"fares (`deepguard loso`).{seen_text}{when}\n\n"
+        "| held-out source | real | fake | ROC-AUC held out | held out (val) | seen (val) | real → fake | "
+        "fake → fake |\n|---|---|---|---|---|---|---|---|\n"
         f"{rows}\n"
     )
 

@@ -25,6 +25,9 @@ from deepguard.errors import MediaError
 from deepguard.training.data import CropSet
 from deepguard.training.recrop import as_scored
 
+#: Name (and run folder) of the fold that holds nothing out (``reference=True``).
+REFERENCE = "reference"
+
 
 def subset(cs: CropSet, keep: np.ndarray) -> CropSet:
     """The crops at boolean mask / indices ``keep`` (images copied out of a memory map)."""
@@ -71,15 +74,23 @@ def leave_one_source_out(
     only: Sequence[str] | None = None,
     sbi_fraction: float | None = None,
     max_test: int = 2000,
+    init_from: str | Path | None = None,
+    reference: bool = False,
 ) -> dict:
     """Run every fold (or those in ``only``); writes ``<out>/loso.json`` after each fold and returns it.
 
     ``max_test``: at most this many held-out faces per class are scored (DFDC alone holds 35,000).
+    ``init_from``: a fused graph every fold continues from instead of ImageNet (at the continuation rate). Only
+    sources that graph was never trained on say anything when held out: e.g. a DFDC-only model as the start of
+    the faces-extra folds, where a fold from ImageNet costs ~3x as much per step on a CPU.
+    ``reference``: first train one fold on *every* source with the same start and budget and report each
+    source's val AUC, so that each fold's ``auc_val`` (the same val faces, held out) shows what holding the
+    source out costs, apart from what the short budget costs.
     """
     from deepguard.convert.calibrate import false_alarm_cut
     from deepguard.models.import_weights import import_backbone
     from deepguard.models.members import EDGE_HEAD
-    from deepguard.training.default import BACKBONE_SIZE, PEAK_LR, SBI_FRACTION, sbi_landmarks
+    from deepguard.training.default import BACKBONE_SIZE, CONTINUE_LR, PEAK_LR, SBI_FRACTION, sbi_landmarks
     from deepguard.training.sources import list_sourced, load_sources
     from deepguard.training.train import TrainConfig, predict_logits, train_member
 
@@ -99,41 +110,65 @@ def leave_one_source_out(
     points, valid = sbi_landmarks(train, cache_dir) if sbi > 0 else (None, None)
     folds: dict = {}
     result = {"arch": arch, "budget_min_per_fold": budget_min, "max_test_per_class": max_test, "folds": folds}
-    for held in only or sorted(set(train.sources) | set(val.sources)):
-        t0 = time.time()
-        keep = np.asarray(train.sources) != held
-        fold_train, fold_val, test = fold_sets(train, val, held)
-        test = _capped(test, held, max_test)
-        cfg = TrainConfig(
-            arch=arch,
-            input_size=input_size,
-            backbone_size=BACKBONE_SIZE,
-            batch_size=32,
-            steps_per_epoch=100,
-            time_budget_s=budget_min * 60,
-            lr=PEAK_LR,
-            schedule="cosine",
-            imagenet_weights=str(weights),
-            head=EDGE_HEAD,
-            sbi_fraction=sbi,
-        )
+    if init_from:
+        result["init_from"] = Path(init_from).name
+    cfg = TrainConfig(
+        arch=arch,
+        input_size=input_size,
+        backbone_size=BACKBONE_SIZE,
+        batch_size=32,
+        steps_per_epoch=100,
+        time_budget_s=budget_min * 60,
+        lr=CONTINUE_LR if init_from else PEAK_LR,
+        schedule="cosine",
+        imagenet_weights=str(weights),
+        init_from=str(init_from) if init_from else None,
+        head=EDGE_HEAD,
+        sbi_fraction=sbi,
+    )
+
+    def fold(
+        name: str, fold_train: CropSet, keep: np.ndarray, fold_val: CropSet, test: CropSet
+    ) -> tuple[np.ndarray, float]:
+        """Train on ``fold_train`` (``train[keep]``); scores of ``test`` and the false-alarm cut on ``fold_val``."""
         pts = (points[keep], valid[keep]) if points is not None else (None, None)
         # scored as the shipped graph scores crops (re-encoded), for the cut and the test alike
         summary = train_member(
-            fold_train, replace(fold_val, images=as_scored(fold_val.images)), out_dir / held, cfg, *pts
+            fold_train, replace(fold_val, images=as_scored(fold_val.images)), out_dir / name, cfg, *pts
         )
         import keras
 
         model = keras.models.load_model(summary["keras"])
-        val_scores = 1 / (1 + np.exp(-np.load(out_dir / held / f"{arch}.val_logits.npy")))
+        val_scores = 1 / (1 + np.exp(-np.load(out_dir / name / f"{arch}.val_logits.npy")))
         cut = false_alarm_cut(val_scores, fold_val.labels, fold_val.sources)
-        scores = 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images))))
+        return 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images)))), cut
+
+    if reference:
+        t0 = time.time()
+        scores, cut = fold(REFERENCE, train, np.ones(len(train.labels), bool), val, val)
+        result["reference"] = {s: fold_report(scores, val, s, cut) for s in sorted(set(val.sources))}
+        result["reference_train_seconds"] = round(time.time() - t0, 1)
+        print(f"[loso] reference: {json.dumps(result['reference'])}", flush=True)
+        _write(out_dir, result)
+    for held in only or sorted(set(train.sources) | set(val.sources)):
+        t0 = time.time()
+        fold_train, fold_val, test = fold_sets(train, val, held)
+        test = _capped(test, held, max_test)
+        scores, cut = fold(held, fold_train, np.asarray(train.sources) != held, fold_val, test)
         folds[held] = fold_report(scores, test, held, cut)
+        on_val = _val_faces(test, val, held)  # the faces the reference scored, for a like-for-like AUC
+        folds[held]["auc_val"] = fold_report(scores[on_val], subset(test, on_val), held, cut)["auc"]
         folds[held]["train_seconds"] = round(time.time() - t0, 1)
         print(f"[loso] {held}: {json.dumps(folds[held])}", flush=True)
         _write(out_dir, result)  # after every fold: a long run that stops early keeps what it measured
     _write(out_dir, result)
     return result
+
+
+def _val_faces(test: CropSet, val: CropSet, held: str) -> np.ndarray:
+    """Mask of ``test``: the held source's faces from the val split, and every face of the other sources."""
+    held_val = {p for p, s in zip(val.paths, val.sources, strict=True) if s == held}
+    return np.array([s != held or p in held_val for p, s in zip(test.paths, test.sources, strict=True)])
 
 
 def _write(out_dir: Path, result: dict) -> None:
@@ -172,16 +207,19 @@ def fold_report(scores: np.ndarray, test: CropSet, held: str, cut: float) -> dic
 
 
 def format_loso(result: dict) -> str:
-    """Plain-text table of the folds."""
+    """Plain-text table of the folds (with each source's AUC when seen, if a reference fold ran)."""
     from deepguard.evaluation.report import format_cell, render_table
 
-    header = ["held-out source", "real", "fake", "AUC", "real→fake", "fake→fake"]
+    ref = result.get("reference") or {}
+    header = ["held-out source", "real", "fake", "AUC", "AUC (val)", "seen (val)", "real→fake", "fake→fake"]
     rows = [
         [
             name,
             str(f["n_real"]),
             str(f["n_fake"]),
             format_cell(f["auc"], ".4f"),
+            format_cell(f.get("auc_val"), ".4f"),
+            format_cell((ref.get(name) or {}).get("auc"), ".4f"),
             format_cell(f["real_called_fake"], ".1%"),
             format_cell(f["fake_called_fake"], ".1%"),
         ]
