@@ -18,12 +18,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deepguard.errors import MediaError
 from deepguard.training.data import CropSet
 from deepguard.training.recrop import as_scored
+
+if TYPE_CHECKING:
+    from deepguard.training.train import TrainConfig
 
 #: Name (and run folder) of the fold that holds nothing out (``reference=True``).
 REFERENCE = "reference"
@@ -87,12 +91,9 @@ def leave_one_source_out(
     source's val AUC, so that each fold's ``auc_val`` (the same val faces, held out) shows what holding the
     source out costs, apart from what the short budget costs.
     """
-    from deepguard.convert.calibrate import false_alarm_cut
     from deepguard.models.import_weights import import_backbone
-    from deepguard.models.members import EDGE_HEAD
-    from deepguard.training.default import BACKBONE_SIZE, CONTINUE_LR, PEAK_LR, SBI_FRACTION, sbi_landmarks
+    from deepguard.training.default import SBI_FRACTION, sbi_landmarks
     from deepguard.training.sources import list_sourced, load_sources
-    from deepguard.training.train import TrainConfig, predict_logits, train_member
 
     # before any work: a typo in ``only`` must not cost the folds before it (and a fold of no faces has no test)
     known = {s for split in ("train", "val") for s in list_sourced(data, split)[3]}
@@ -112,7 +113,44 @@ def leave_one_source_out(
     result = {"arch": arch, "budget_min_per_fold": budget_min, "max_test_per_class": max_test, "folds": folds}
     if init_from:
         result["init_from"] = Path(init_from).name
-    cfg = TrainConfig(
+    cfg = _fold_config(arch, input_size, budget_min, weights, init_from, sbi)
+
+    def fold(name: str, keep: np.ndarray, fold_val: CropSet, test: CropSet) -> tuple[np.ndarray, float]:
+        fold_train = train if keep.all() else subset(train, keep)
+        pts = (points[keep], valid[keep]) if points is not None else (None, None)
+        return _train_fold(fold_train, pts, fold_val, test, out_dir / name, cfg)
+
+    if reference:
+        t0 = time.time()
+        scores, cut = fold(REFERENCE, np.ones(len(train.labels), bool), val, val)
+        result["reference"] = {s: fold_report(scores, val, s, cut) for s in sorted(set(val.sources))}
+        result["reference_train_seconds"] = round(time.time() - t0, 1)
+        print(f"[loso] reference: {json.dumps(result['reference'])}", flush=True)
+        _write(out_dir, result)
+    for held in only or sorted(set(train.sources) | set(val.sources)):
+        t0 = time.time()
+        _, fold_val, test = fold_sets(train, val, held)
+        test = _capped(test, held, max_test)
+        scores, cut = fold(held, np.asarray(train.sources) != held, fold_val, test)
+        folds[held] = fold_report(scores, test, held, cut)
+        on_val = _val_faces(test, val, held)  # the faces the reference scored, for a like-for-like AUC
+        folds[held]["auc_val"] = fold_report(scores[on_val], subset(test, on_val), held, cut)["auc"]
+        folds[held]["train_seconds"] = round(time.time() - t0, 1)
+        print(f"[loso] {held}: {json.dumps(folds[held])}", flush=True)
+        _write(out_dir, result)  # after every fold: a long run that stops early keeps what it measured
+    _write(out_dir, result)
+    return result
+
+
+def _fold_config(
+    arch: str, input_size: int, budget_min: float, weights: Path, init_from: str | Path | None, sbi: float
+) -> TrainConfig:
+    """The default recipe's member settings for one fold (epochs of 100 steps: short budgets still validate)."""
+    from deepguard.models.members import EDGE_HEAD
+    from deepguard.training.default import BACKBONE_SIZE, CONTINUE_LR, PEAK_LR
+    from deepguard.training.train import TrainConfig
+
+    return TrainConfig(
         arch=arch,
         input_size=input_size,
         backbone_size=BACKBONE_SIZE,
@@ -127,42 +165,26 @@ def leave_one_source_out(
         sbi_fraction=sbi,
     )
 
-    def fold(
-        name: str, fold_train: CropSet, keep: np.ndarray, fold_val: CropSet, test: CropSet
-    ) -> tuple[np.ndarray, float]:
-        """Train on ``fold_train`` (``train[keep]``); scores of ``test`` and the false-alarm cut on ``fold_val``."""
-        pts = (points[keep], valid[keep]) if points is not None else (None, None)
-        # scored as the shipped graph scores crops (re-encoded), for the cut and the test alike
-        summary = train_member(
-            fold_train, replace(fold_val, images=as_scored(fold_val.images)), out_dir / name, cfg, *pts
-        )
-        import keras
 
-        model = keras.models.load_model(summary["keras"])
-        val_scores = 1 / (1 + np.exp(-np.load(out_dir / name / f"{arch}.val_logits.npy")))
-        cut = false_alarm_cut(val_scores, fold_val.labels, fold_val.sources)
-        return 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images)))), cut
+def _train_fold(
+    fold_train: CropSet, pts: tuple, fold_val: CropSet, test: CropSet, run_dir: Path, cfg: TrainConfig
+) -> tuple[np.ndarray, float]:
+    """Train one member; the scores of ``test`` and the false-alarm cut on ``fold_val``.
 
-    if reference:
-        t0 = time.time()
-        scores, cut = fold(REFERENCE, train, np.ones(len(train.labels), bool), val, val)
-        result["reference"] = {s: fold_report(scores, val, s, cut) for s in sorted(set(val.sources))}
-        result["reference_train_seconds"] = round(time.time() - t0, 1)
-        print(f"[loso] reference: {json.dumps(result['reference'])}", flush=True)
-        _write(out_dir, result)
-    for held in only or sorted(set(train.sources) | set(val.sources)):
-        t0 = time.time()
-        fold_train, fold_val, test = fold_sets(train, val, held)
-        test = _capped(test, held, max_test)
-        scores, cut = fold(held, fold_train, np.asarray(train.sources) != held, fold_val, test)
-        folds[held] = fold_report(scores, test, held, cut)
-        on_val = _val_faces(test, val, held)  # the faces the reference scored, for a like-for-like AUC
-        folds[held]["auc_val"] = fold_report(scores[on_val], subset(test, on_val), held, cut)["auc"]
-        folds[held]["train_seconds"] = round(time.time() - t0, 1)
-        print(f"[loso] {held}: {json.dumps(folds[held])}", flush=True)
-        _write(out_dir, result)  # after every fold: a long run that stops early keeps what it measured
-    _write(out_dir, result)
-    return result
+    Both are scored as the shipped graph scores crops (re-encoded, :func:`as_scored`).
+    """
+    import keras
+
+    from deepguard.convert.calibrate import false_alarm_cut
+    from deepguard.training.train import predict_logits, train_member
+
+    summary = train_member(
+        fold_train, replace(fold_val, images=as_scored(fold_val.images)), run_dir, cfg, *pts
+    )
+    model = keras.models.load_model(summary["keras"])
+    val_scores = 1 / (1 + np.exp(-np.load(run_dir / f"{cfg.arch}.val_logits.npy")))
+    cut = false_alarm_cut(val_scores, fold_val.labels, fold_val.sources)
+    return 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images)))), cut
 
 
 def _val_faces(test: CropSet, val: CropSet, held: str) -> np.ndarray:
