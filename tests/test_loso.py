@@ -238,3 +238,42 @@ def test_loso_command(monkeypatch, capsys) -> None:
     assert args.init_from == "m.onnx" and args.reference
     assert args.data == ["a.csv", "b"] and args.arch == "efficientnet_lite0" and args.cache == "c"
     assert args.budget_min == 4.0 and args.size == 160 and args.only is None
+
+
+def test_put_loso_on_card_changes_only_the_loso_section(tmp_path) -> None:
+    """The installed card re-rendered with a new LOSO run: the new table appears, everything else is as shipped."""
+    import shutil
+
+    from deepguard.runtime.classify import DEFAULT_DIR
+    from deepguard.training.remeasure import main, put_loso_on_card
+
+    for name in ("metrics.json", "parity.json", "MODEL_CARD.md"):
+        shutil.copy(DEFAULT_DIR / name, tmp_path / name)
+    before = (tmp_path / "MODEL_CARD.md").read_text()
+    fold = {
+        "n_real": 87,
+        "n_fake": 0,
+        "auc": 0.8765,
+        "auc_val": 0.8642,
+        "cut": 0.8,
+        "real_called_fake": 0.046,
+    }
+    loso = {
+        "arch": "mobilenet_v2",
+        "budget_min_per_fold": 13.0,
+        "init_from": "start.onnx",
+        "folds": {"unsplash": {**fold, "fake_called_fake": None}},
+        "reference": {"unsplash": {**fold, "auc": 0.9111}},
+    }
+    (tmp_path / "loso.json").write_text(json.dumps(loso))
+    after = put_loso_on_card(tmp_path / "loso.json", tmp_path).read_text()
+    assert "| unsplash | 87 | 0 | 0.8765 | 0.8642 | 0.9111 | 4.6% | - |" in after
+
+    def outside_loso(text: str) -> str:
+        head, rest = text.split("\n## Leave one source out\n")
+        return head + rest[rest.index("\n## ") :]
+
+    assert outside_loso(after) == outside_loso(before)
+    assert json.loads((tmp_path / "metrics.json").read_text())["loso"] == loso
+    with pytest.raises(SystemExit):
+        main(["--card-only"])  # --card-only without --loso is an argument error, not a re-measure

@@ -12,7 +12,8 @@ the card. The weights are untouched.
     python -m deepguard.training.remeasure [--data MANIFEST ...] [--cache runs/cache] [--loso runs/loso/loso.json]
 
 ``--loso`` puts a leave-one-source-out run (``deepguard loso``) on the card, as ``train-default`` does with
-``RUN/loso/loso.json``.
+``RUN/loso/loso.json``; with ``--card-only`` nothing else is done (a LOSO run says nothing new about the shipped
+weights).
 """
 
 from __future__ import annotations
@@ -117,6 +118,27 @@ def remeasure_default(
     return summary
 
 
+def put_loso_on_card(loso: str | Path, model_dir: str | Path | None = None) -> Path:
+    """Only re-write the card and ``metrics.json`` of an installed model with a new ``deepguard loso`` run.
+
+    Why: a LOSO run trains models of its own and says nothing new about the shipped weights, so nothing needs
+    re-measuring; the card is rendered again from the stored measurements (``metrics.json``, ``parity.json``).
+    """
+    from deepguard.runtime.classify import DEFAULT_DIR
+    from deepguard.training.card import write_model_card
+
+    model_dir = Path(model_dir) if model_dir else DEFAULT_DIR
+    summary = json.loads((model_dir / "metrics.json").read_text())
+    summary["loso"] = json.loads(Path(loso).read_text())
+    card = write_model_card(
+        {**summary, "parity": json.loads((model_dir / "parity.json").read_text())},
+        model_dir / "MODEL_CARD.md",
+        latency=summary.get("latency"),
+    )
+    (model_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    return card
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+", default=list(DEFAULT_DATA))
@@ -125,7 +147,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--why", default="crops re-encoded like training crops", help="what changed, for the card"
     )
+    ap.add_argument(
+        "--card-only", action="store_true", help="only put --loso on the card; measure nothing again"
+    )
     args = ap.parse_args(argv)
+    if args.card_only:
+        if not args.loso:
+            ap.error("--card-only needs --loso")
+        print(put_loso_on_card(args.loso))
+        return
     s = remeasure_default(args.data, args.cache, args.loso, args.why)
     print(
         json.dumps(
