@@ -277,3 +277,21 @@ def test_put_loso_on_card_changes_only_the_loso_section(tmp_path) -> None:
     assert json.loads((tmp_path / "metrics.json").read_text())["loso"] == loso
     with pytest.raises(SystemExit):
         main(["--card-only"])  # --card-only without --loso is an argument error, not a re-measure
+
+
+def test_resumed_keeps_finished_folds_only_for_the_same_settings(tmp_path) -> None:
+    from deepguard.training.loso import _resumed
+
+    settings = {"arch": "mobilenet_v2", "budget_min_per_fold": 13.0, "max_test_per_class": 2000}
+    assert _resumed(tmp_path, settings) == {**settings, "folds": {}}  # nothing there yet
+    done = {**settings, "init_from": "start.onnx", "folds": {"gan": {"auc": 0.8}}, "reference": {"gan": {}}}
+    (tmp_path / "loso.json").write_text(json.dumps(done))
+    again = _resumed(tmp_path, {**settings, "init_from": "start.onnx"})
+    assert again["folds"] == {"gan": {"auc": 0.8}} and again["reference"] == {"gan": {}}
+    # another start, another budget, or ImageNet instead of a graph: the old folds measured something else
+    for other in (
+        {**settings, "init_from": "other.onnx"},
+        {**settings, "budget_min_per_fold": 2.0},
+        settings,
+    ):
+        assert _resumed(tmp_path, other) == {**other, "folds": {}}

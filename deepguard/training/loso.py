@@ -109,10 +109,11 @@ def leave_one_source_out(
     train, _ = load_sources(data, "train", input_size, cache_dir)
     val, _ = load_sources(data, "val", input_size, cache_dir)
     points, valid = sbi_landmarks(train, cache_dir) if sbi > 0 else (None, None)
-    folds: dict = {}
-    result = {"arch": arch, "budget_min_per_fold": budget_min, "max_test_per_class": max_test, "folds": folds}
+    result = {"arch": arch, "budget_min_per_fold": budget_min, "max_test_per_class": max_test}
     if init_from:
         result["init_from"] = Path(init_from).name
+    result = _resumed(out_dir, result)
+    folds: dict = result["folds"]
     cfg = _fold_config(arch, input_size, budget_min, weights, init_from, sbi)
 
     def fold(name: str, keep: np.ndarray, fold_val: CropSet, test: CropSet) -> tuple[np.ndarray, float]:
@@ -120,7 +121,7 @@ def leave_one_source_out(
         pts = (points[keep], valid[keep]) if points is not None else (None, None)
         return _train_fold(fold_train, pts, fold_val, test, out_dir / name, cfg)
 
-    if reference:
+    if reference and "reference" not in result:
         t0 = time.time()
         scores, cut = fold(REFERENCE, np.ones(len(train.labels), bool), val, val)
         result["reference"] = {s: fold_report(scores, val, s, cut) for s in sorted(set(val.sources))}
@@ -128,6 +129,8 @@ def leave_one_source_out(
         print(f"[loso] reference: {json.dumps(result['reference'])}", flush=True)
         _write(out_dir, result)
     for held in only or sorted(set(train.sources) | set(val.sources)):
+        if held in folds:
+            continue
         t0 = time.time()
         _, fold_val, test = fold_sets(train, val, held)
         test = _capped(test, held, max_test)
@@ -173,6 +176,8 @@ def _train_fold(
 
     Both are scored as the shipped graph scores crops (re-encoded, :func:`as_scored`).
     """
+    import gc
+
     import keras
 
     from deepguard.convert.calibrate import false_alarm_cut
@@ -184,7 +189,27 @@ def _train_fold(
     model = keras.models.load_model(summary["keras"])
     val_scores = 1 / (1 + np.exp(-np.load(run_dir / f"{cfg.arch}.val_logits.npy")))
     cut = false_alarm_cut(val_scores, fold_val.labels, fold_val.sources)
-    return 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images)))), cut
+    scores = 1 / (1 + np.exp(-predict_logits(model, as_scored(test.images))))
+    del model, summary
+    keras.backend.clear_session()  # a run of seven folds otherwise grows past 24 GB (OOM-killed in the sixth)
+    gc.collect()
+    return scores, cut
+
+
+def _resumed(out_dir: Path, settings: dict) -> dict:
+    """``settings`` plus the folds (and reference) of an earlier run in ``out_dir`` with the same settings.
+
+    Why: a run of many folds takes hours; one that stopped (killed, out of memory) goes on where it stopped
+    instead of training the finished folds again. A run with other settings starts afresh.
+    """
+    old_path = out_dir / "loso.json"
+    old = json.loads(old_path.read_text()) if old_path.is_file() else {}
+    if {k: old.get(k) for k in (*settings, "init_from")} != {"init_from": None, **settings}:
+        return {**settings, "folds": {}}
+    kept = {k: old[k] for k in ("reference", "reference_train_seconds") if k in old}
+    if old["folds"] or kept:
+        print(f"[loso] resuming {old_path}: {', '.join([*kept][:1] + list(old['folds']))} done", flush=True)
+    return {**settings, **kept, "folds": dict(old["folds"])}
 
 
 def _val_faces(test: CropSet, val: CropSet, held: str) -> np.ndarray:
