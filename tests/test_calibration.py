@@ -383,10 +383,12 @@ def test_model_card_states_the_false_alarm_rule_and_per_source_table(tmp_path):
     assert f"| alpha | {alpha['n_real']} | {alpha['n_fake']} | {alpha['auc']:.4f} |" in text
     assert "| alpha | 3 | 0 | 0.8123 | - | - | 33.3% | - |" in text and "from ImageNet" in text
     summary["loso"] |= {"init_from": "start.onnx", "reference": {"alpha": {**fold, "auc": 0.9345}}}
+    summary["loso"]["note"] = "beta was not held out"
     summary["loso"]["folds"]["alpha"] = {**fold, "auc_val": 0.7}
     text = write_model_card(summary, tmp_path / "loso.md").read_text()
     assert "| alpha | 3 | 0 | 0.8123 | 0.7000 | 0.9345 | 33.3% | - |" in text
     assert "continued from `start.onnx`" in text and '"Seen" is one more run' in text
+    assert "Folds: beta was not held out." in text
     assert "## Everyday processing" not in text
     grey = per_source(np.zeros_like(s), y, src, st["threshold"], (st["uncertain_low"], st["uncertain_high"]))
     summary["processing"] = {"spec": "saturation:0", "rows": {"clean": rows, "saturation:0": grey}}

@@ -206,7 +206,8 @@ def _loso_section(summary: dict) -> str:
         return f"| {name} | {' | '.join(cells)} |"
 
     rows = "\n".join(row(name, f) for name, f in lo["folds"].items())
-    notes = sorted({f["note"] for f in lo["folds"].values() if f.get("note")})
+    notes = [lo["note"]] if lo.get("note") else []  # what the run as a whole left out, and why
+    notes += sorted({f["note"] for f in lo["folds"].values() if f.get("note")})
     when = f" Folds: {'; '.join(notes)}." if notes else ""
     start = (
         f"continued from `{lo['init_from']}` (a model that never saw the held-out sources)"
