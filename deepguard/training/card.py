@@ -273,6 +273,20 @@ def _optimiser_text(schedule: dict | None) -> str:
     return "; ".join(parts)
 
 
+def write_card_and_metrics(summary: dict, model_dir: Path) -> Path:
+    """The installed model's ``MODEL_CARD.md`` and ``metrics.json`` (the summary less parity and file paths).
+
+    One writer for every step that changes an installed model's record (install, re-measure, a new LOSO run), so
+    the card and the metrics it is rendered from cannot drift apart.
+    """
+    import json
+
+    card = write_model_card(summary, model_dir / "MODEL_CARD.md", latency=summary.get("latency"))
+    kept = {k: v for k, v in summary.items() if k not in ("parity", "files")}
+    (model_dir / "metrics.json").write_text(json.dumps(kept, indent=2, default=str))
+    return card
+
+
 def write_model_card(summary: dict, out: str | Path, *, latency: dict | None = None) -> Path:
     """Render ``default_model.json`` (see ``build_default_model``) as Markdown."""
     text = "".join(

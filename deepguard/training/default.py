@@ -361,17 +361,14 @@ def _install(summary: dict, res: dict, val: CropSet) -> None:
     import shutil
 
     from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES
-    from deepguard.training.card import write_model_card
+    from deepguard.training.card import write_card_and_metrics
 
     DEFAULT_DIR.mkdir(parents=True, exist_ok=True)
     for prec in ("fp32", "int8"):
         shutil.copy(res[prec], DEFAULT_DIR / DEFAULT_NAMES[prec])
     shutil.copy(res["parity"], DEFAULT_DIR / "parity.json")
     summary["latency"] = per_face_latency({p: res[p] for p in ("fp32", "int8")}, np.asarray(val.images[:16]))
-    write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md", latency=summary["latency"])
-    (DEFAULT_DIR / "metrics.json").write_text(
-        json.dumps({k: v for k, v in summary.items() if k not in ("parity", "files")}, indent=2, default=str)
-    )
+    write_card_and_metrics(summary, DEFAULT_DIR)
 
 
 def build_default_model(

@@ -55,7 +55,7 @@ def remeasure_default(
     from deepguard.convert.metadata import write_metadata
     from deepguard.runtime.classify import DEFAULT_DIR, DEFAULT_NAMES, FaceClassifier
     from deepguard.training import default as build
-    from deepguard.training.card import write_model_card
+    from deepguard.training.card import write_card_and_metrics
     from deepguard.training.grey import store_grey_floor
     from deepguard.training.recrop import INFERENCE_JPEG_QUALITY
     from deepguard.training.sources import load_sources
@@ -111,10 +111,7 @@ def remeasure_default(
     summary["latency"] = build.per_face_latency(
         {p: res[p] for p in ("fp32", "int8")}, np.asarray(val.images[:16])
     )
-    write_model_card(summary, DEFAULT_DIR / "MODEL_CARD.md", latency=summary["latency"])
-    (DEFAULT_DIR / "metrics.json").write_text(
-        json.dumps({k: v for k, v in summary.items() if k not in ("parity", "files")}, indent=2, default=str)
-    )
+    write_card_and_metrics(summary, DEFAULT_DIR)
     return summary
 
 
@@ -125,18 +122,13 @@ def put_loso_on_card(loso: str | Path, model_dir: str | Path | None = None) -> P
     re-measuring; the card is rendered again from the stored measurements (``metrics.json``, ``parity.json``).
     """
     from deepguard.runtime.classify import DEFAULT_DIR
-    from deepguard.training.card import write_model_card
+    from deepguard.training.card import write_card_and_metrics
 
     model_dir = Path(model_dir) if model_dir else DEFAULT_DIR
     summary = json.loads((model_dir / "metrics.json").read_text())
     summary["loso"] = json.loads(Path(loso).read_text())
-    card = write_model_card(
-        {**summary, "parity": json.loads((model_dir / "parity.json").read_text())},
-        model_dir / "MODEL_CARD.md",
-        latency=summary.get("latency"),
-    )
-    (model_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    return card
+    summary["parity"] = json.loads((model_dir / "parity.json").read_text())
+    return write_card_and_metrics(summary, model_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
