@@ -40,8 +40,9 @@ def _expected(sbi_fraction: float) -> dict[str, float]:
     if sbi:
         out.update({f"{k} {SBI}": sbi * n**0.5 / norm for k, n in real.items()})
     rest = 0.5 - sbi
-    out["swap fake"] = rest / 2  # kinds share equally: swap fakes (8) vs synthetic fakes (gan1 4 + gan2 6)
-    gan = rest / 2
+    swap, synthetic = 8**0.5, 10**0.5  # kinds: swap fakes (8) vs synthetic fakes (gan1 4 + gan2 6)
+    out["swap fake"] = rest * swap / (swap + synthetic)
+    gan = rest * synthetic / (swap + synthetic)
     out.update({"gan1 fake": gan * 2 / (2 + 6**0.5), "gan2 fake": gan * 6**0.5 / (2 + 6**0.5)})
     return out
 

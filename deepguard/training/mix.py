@@ -8,12 +8,10 @@ square root of their sizes (:data:`SIZE_POWER`), so big sources weigh more but t
 
 - half of every batch is real, shared by the real sources;
 - of the fake half, ``sbi_fraction`` are self-blended reals (the real crop drawn as above, so self-blends come
-  from every real source); the rest is shared *equally* by two kinds of fake, *swap* fakes (sources that hold
-  both classes, e.g. DFDC: a face swapped into a real video) and *synthetic* fakes (sources that hold only
-  fakes, e.g. StyleGAN), then by size**0.5 over the sources within each kind (a missing kind leaves its share to
-  the other). Equal, not by size (v12): by size^0.5 the 2,160 GAN crops got 8.5 % of every batch against DFDC's
-  25 %, and leave-one-source-out put a held-out generator at 0.75-0.87 AUC; the two kinds are different evidence
-  (blending seams vs generator texture), and the smaller one is not the less important one.
+  from every real source); the rest is shared by two kinds of fake, *swap* fakes (sources that hold both
+  classes, e.g. DFDC: a face swapped into a real video) and *synthetic* fakes (sources that hold only fakes, e.g.
+  StyleGAN), by the kinds' total sizes and then by the sources within each kind (a missing kind leaves its
+  share to the other).
 
 Draws are with replacement per source (each source's files are reshuffled when used up), seeded.
 """
@@ -29,8 +27,6 @@ import numpy as np
 SBI = "self-blend"
 #: Exponent of the size weighting: shares within a group go as size**SIZE_POWER (0 would share equally).
 SIZE_POWER = 0.5
-#: The same for the two kinds of fake (swap, synthetic): 0, equal shares (module docstring).
-KIND_POWER = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,15 +63,15 @@ def mix_pools(
     fake_idx = {s: np.flatnonzero((src == s) & (y == 1)) for s in fake}
     kinds = {"swap": [s for s in fake if s in real], "synthetic": [s for s in fake if s not in real]}
     kind_idx = {k: np.concatenate([fake_idx[s] for s in m]) for k, m in kinds.items() if m}
-    for kind, kind_share in _split(0.5 - sbi, kind_idx, KIND_POWER).items():
+    for kind, kind_share in _split(0.5 - sbi, kind_idx).items():
         members = {s: fake_idx[s] for s in kinds[kind]}
         pools += [Pool(f"{s} fake", 1, members[s], w) for s, w in _split(kind_share, members).items()]
     return pools
 
 
-def _split(total: float, groups: dict[str, np.ndarray], power: float = SIZE_POWER) -> dict[str, float]:
-    """``total`` shared over ``groups`` (name -> indices) in proportion to size**power."""
-    w = {k: len(v) ** power for k, v in groups.items()}
+def _split(total: float, groups: dict[str, np.ndarray]) -> dict[str, float]:
+    """``total`` shared over ``groups`` (name -> indices) in proportion to size**SIZE_POWER."""
+    w = {k: len(v) ** SIZE_POWER for k, v in groups.items()}
     return {k: total * v / sum(w.values()) for k, v in w.items()}
 
 
