@@ -279,8 +279,6 @@ def write_card_and_metrics(summary: dict, model_dir: Path) -> Path:
     One writer for every step that changes an installed model's record (install, re-measure, a new LOSO run), so
     the card and the metrics it is rendered from cannot drift apart.
     """
-    import json
-
     card = write_model_card(summary, model_dir / "MODEL_CARD.md", latency=summary.get("latency"))
     kept = {k: v for k, v in summary.items() if k not in ("parity", "files")}
     (model_dir / "metrics.json").write_text(json.dumps(kept, indent=2, default=str))
